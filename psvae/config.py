@@ -1,0 +1,256 @@
+"""One typed configuration for a fit.
+
+A fit is described by four frozen dataclasses (data, model, loss, train) gathered in
+:class:`FitConfig`. Every field also has a flat dotted name (``loss.alpha``) that is the key
+in YAML files, in search spaces and in result tables. Values are checked when the objects are
+built; unknown keys are errors, with a suggestion when the key looks like a typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from psvae.errors import ConfigError
+
+MODEL_CLASSES = ("ps-vae",)
+PRECISIONS = ("float32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def parse_split(text: str) -> tuple[int, int, int, int]:
+    """Parse a ``train;val;test;gap`` trial-block split such as ``"8;1;1;0"``."""
+    parts = str(text).split(";")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError("expected four non-negative integers 'train;val;test;gap', e.g. '8;1;1;0'")
+    n_train, n_val, n_test, n_gap = (int(p) for p in parts)
+    if n_train == 0 or n_val == 0 or n_test == 0:
+        raise ValueError("train, val and test counts must each be at least 1")
+    return n_train, n_val, n_test, n_gap
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which frames to train on and how trials are split."""
+
+    split: str = "8;1;1;0"  # trial blocks: train;val;test;gap
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            parse_split(self.split)
+        except ValueError as err:
+            raise ConfigError(f"data.split = {self.split!r}: {err}") from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. The defaults are the paper's architecture."""
+
+    model_class: str = "ps-vae"
+    n_unsupervised: int = 2  # U
+    channels: tuple[int, ...] = (32, 64, 128, 256, 512)
+    strides: tuple[int, ...] = (2, 2, 2, 2, 5)
+    kernel_size: int = 5
+
+    def __post_init__(self) -> None:
+        _choice("model.model_class", self.model_class, MODEL_CLASSES)
+        _at_least("model.n_unsupervised", self.n_unsupervised, 0)
+        _at_least("model.kernel_size", self.kernel_size, 1)
+        if len(self.channels) != len(self.strides) or not self.channels:
+            raise ConfigError(
+                f"model.channels = {list(self.channels)} and model.strides = "
+                f"{list(self.strides)}: need the same, non-zero number of layers"
+            )
+        for name, values in (("model.channels", self.channels), ("model.strides", self.strides)):
+            if any(v < 1 for v in values):
+                raise ConfigError(f"{name} = {list(values)}: every entry must be at least 1")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the six-term PS-VAE objective (``model.md`` §4)."""
+
+    alpha: float = 1000.0  # weight of the label log-likelihood; never annealed
+    beta: float = 1.0  # weight of the total correlation of the unsupervised latents
+    anneal_epochs: int = 100  # k_e ramps 0 -> 1 over this many epochs; beta_e = beta * k_e
+    sigma_x: float = 1.0  # standard deviation of the Gaussian frame likelihood
+
+    def __post_init__(self) -> None:
+        _at_least("loss.alpha", self.alpha, 0)
+        _at_least("loss.beta", self.beta, 0)
+        _at_least("loss.anneal_epochs", self.anneal_epochs, 0)
+        if not self.sigma_x > 0:
+            raise ConfigError(f"loss.sigma_x = {self.sigma_x}: must be greater than 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, seeds and hardware."""
+
+    epochs: int = 300
+    batch_size: int = 128  # frames per minibatch (M); the MI/TC/DWKL estimates are biased for small M
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    seed_model: int = 0  # network initialisation
+    seed_train: int = 0  # minibatch order and the reparameterisation noise
+    device: str = "auto"
+    precision: str = "float32"  # or "bf16": autocast of the network to bfloat16
+    num_threads: int = 0  # CPU threads for torch; 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        _at_least("train.epochs", self.epochs, 1)
+        _at_least("train.batch_size", self.batch_size, 2)
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr = {self.lr}: must be greater than 0")
+        _at_least("train.weight_decay", self.weight_decay, 0)
+        _choice("train.device", self.device, DEVICES)
+        _choice("train.precision", self.precision, PRECISIONS)
+        _at_least("train.num_threads", self.num_threads, 0)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that determines one fit (besides the data files themselves)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.loss.anneal_epochs >= self.train.epochs:
+            raise ConfigError(
+                f"loss.anneal_epochs = {self.loss.anneal_epochs}: must be below train.epochs = "
+                f"{self.train.epochs}, or beta never reaches its value"
+            )
+
+    # -- flat dotted view ---------------------------------------------------------------
+    def flat(self) -> dict[str, Any]:
+        """The config as ``{"loss.alpha": 1000.0, ...}``; tuples become lists."""
+        out: dict[str, Any] = {}
+        for section in dataclasses.fields(self):
+            sub = getattr(self, section.name)
+            for f in dataclasses.fields(sub):
+                value = getattr(sub, f.name)
+                out[f"{section.name}.{f.name}"] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def replace(self, **dotted: Any) -> FitConfig:
+        """A copy with some dotted keys changed: ``cfg.replace(**{"loss.beta": 5})``."""
+        merged = self.flat()
+        merged.update(dotted)
+        return FitConfig.from_mapping(merged)
+
+    def to_json(self) -> str:
+        return json.dumps(self.flat(), indent=2, sort_keys=True)
+
+    @staticmethod
+    def keys() -> list[str]:
+        return list(FitConfig().flat())
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], source: str = "config") -> FitConfig:
+        """Build from nested (``{"loss": {"alpha": 50}}``) or dotted (``{"loss.alpha": 50}``) keys."""
+        flat = _flatten(mapping, source)
+        sections: dict[str, dict[str, Any]] = {}
+        hints = typing.get_type_hints(cls)
+        for key, value in flat.items():
+            section_name, _, field_name = key.partition(".")
+            section_cls = hints.get(section_name)
+            fields = {f.name: f for f in dataclasses.fields(section_cls)} if section_cls else {}
+            if field_name not in fields:
+                close = difflib.get_close_matches(key, cls.keys(), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+            field_type = typing.get_type_hints(section_cls)[field_name]
+            sections.setdefault(section_name, {})[field_name] = _coerce(
+                source, key, value, field_type
+            )
+        try:
+            return cls(**{name: hints[name](**values) for name, values in sections.items()})
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> FitConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        return cls.from_mapping(loaded, source=str(path))
+
+
+def _flatten(mapping: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{source}: key {key!r} is not a string")
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, source, prefix=f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _coerce(source: str, key: str, value: Any, field_type: Any) -> Any:
+    """Check ``value`` against the field's annotation; ints are accepted where floats are."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} = {value!r}: expected {expected}")
+
+    origin = typing.get_origin(field_type)
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise bad("a list of integers")
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        raise bad(str(field_type))
+    if field_type is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if field_type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if field_type is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if field_type is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    raise bad(str(field_type))  # pragma: no cover - every field type is handled above
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if not value >= low:  # also refuses NaN
+        raise ConfigError(f"{name} = {value}: must be at least {low}")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} = {value!r}: must be one of {', '.join(allowed)}")

@@ -1,0 +1,440 @@
+"""Behavioural video data in the BehaveNet HDF5 layout (``model.md`` §1).
+
+One file per session::
+
+    images/trial_0000        uint8 (T, C, H, W)
+    labels/trial_0000        float (T, K), NaN = missing      (required to fit)
+    labels_masks/trial_0000  0/1 (T, K), 0 = ignore           (optional)
+    masks/trial_0000         0/1 (T, C, H, W), 0 = ignore     (optional)
+
+Every file is validated before any frame is read, with errors that name the file, dataset and
+value. All frames are then held once in memory as uint8; minibatches are gathered from that
+array and scaled to [0, 1] on the fly. Trials, never single frames, are split into train,
+validation and test sets, in blocks placed by a seeded RNG.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+
+from psvae.config import parse_split
+from psvae.errors import DataError
+from psvae.model import MIN_FRAME_SIZE
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """Per-column statistics used to z-score labels; they travel with the model."""
+
+    names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[str] | list[float]]:
+        return {"names": list(self.names), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list]) -> LabelStats:
+        return cls(tuple(d["names"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])))
+
+    def zscore(self, labels: np.ndarray) -> np.ndarray:
+        return (labels - np.asarray(self.mean)) / np.asarray(self.std)
+
+    def unzscore(self, labels: np.ndarray) -> np.ndarray:
+        return labels * np.asarray(self.std) + np.asarray(self.mean)
+
+
+@dataclass(frozen=True)
+class Trial:
+    path: str
+    name: str
+    session: int
+    start: int  # first frame in the in-memory arrays
+    stop: int
+    split: str  # train, val, test or gap
+
+
+@dataclass
+class Batch:
+    """One minibatch, on the training device. M frames, K labels."""
+
+    frames: Tensor  # (M, C, H, W) float in [0, 1]
+    labels: Tensor  # (M, K) z-scored; 0 where masked
+    label_mask: Tensor  # (M, K) 1 = use, 0 = ignore
+    pixel_mask: Tensor | None  # (M, C, H, W) or None when the data has no masks
+    session: Tensor  # (M,) int64
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort ``trial_2`` before ``trial_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def split_trials(n_trials: int, split: str, seed: int) -> list[str]:
+    """Assign each trial to train, val, test or gap.
+
+    Trials are cut into consecutive blocks laid out as ``train, gap, val, gap, test, gap``
+    (``split`` gives the counts); each block is rotated by a seeded random offset, so held-out
+    trials are spread over the session and placed differently for each seed. Trials left over
+    after the last whole block are used for training. Raises ValueError if there is not even
+    one whole block.
+    """
+    n_train, n_val, n_test, n_gap = parse_split(split)
+    block = (
+        ["train"] * n_train
+        + ["gap"] * n_gap
+        + ["val"] * n_val
+        + ["gap"] * n_gap
+        + ["test"] * n_test
+        + ["gap"] * n_gap
+    )
+    n_blocks = n_trials // len(block)
+    if n_blocks == 0:
+        raise ValueError(f"{n_trials} trials, but split {split!r} needs at least {len(block)}")
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    for _ in range(n_blocks):
+        shift = int(rng.integers(len(block)))
+        out.extend(block[shift:] + block[:shift])
+    out.extend(["train"] * (n_trials - len(out)))
+    return out
+
+
+@dataclass(frozen=True)
+class _TrialInfo:
+    name: str
+    n_frames: int
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    path: str
+    trials: tuple[_TrialInfo, ...]
+    frame_shape: tuple[int, int, int]
+    n_labels: int  # 0 when the file has no labels
+    label_names: tuple[str, ...]
+    has_label_masks: bool
+    has_masks: bool
+
+
+def _open(path: str) -> h5py.File:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: no such file")
+    if p.is_dir() or not h5py.is_hdf5(p):
+        raise DataError(f"{path}: not an HDF5 file")
+    try:
+        return h5py.File(p, "r")
+    except OSError as err:
+        raise DataError(f"{path}: cannot be opened as HDF5 ({err})") from None
+
+
+def _group(f: h5py.File, path: str, name: str, required: bool) -> h5py.Group | None:
+    if name not in f:
+        if required:
+            raise DataError(f"{path}: no {name!r} group (expected {name}/trial_0000, ...)")
+        return None
+    group = f[name]
+    if not isinstance(group, h5py.Group):
+        raise DataError(f"{path}: {name!r} is a dataset, expected a group of per-trial datasets")
+    return group
+
+
+def _same_trials(path: str, images: h5py.Group, other: h5py.Group, name: str) -> None:
+    a, b = set(images.keys()), set(other.keys())
+    if a != b:
+        only_images = sorted(a - b, key=natural_key)
+        only_other = sorted(b - a, key=natural_key)
+        what = (
+            f"{only_images[0]} is in images but not in {name}"
+            if only_images
+            else f"{only_other[0]} is in {name} but not in images"
+        )
+        raise DataError(f"{path}: trial names differ between images and {name}: {what}")
+
+
+def _scan(path: str, require_labels: bool) -> _FileInfo:
+    """Validate one file's layout from metadata only (no frames are read)."""
+    with _open(path) as f:
+        images = _group(f, path, "images", required=True)
+        assert images is not None
+        names = sorted(images.keys(), key=natural_key)
+        if not names:
+            raise DataError(f"{path}: the 'images' group holds no trials")
+        trials = []
+        frame_shape: tuple[int, int, int] | None = None
+        for name in names:
+            ds = images[name]
+            where = f"{path}: images/{name}"
+            if not isinstance(ds, h5py.Dataset):
+                raise DataError(f"{where}: is a group, expected a dataset")
+            if ds.dtype != np.uint8:
+                raise DataError(f"{where}: dtype {ds.dtype}, expected uint8 (0-255)")
+            if ds.ndim != 4:
+                raise DataError(
+                    f"{where}: shape {ds.shape} has {ds.ndim} dimensions, expected 4 "
+                    "(frames, channels, height, width)"
+                )
+            shape = tuple(int(s) for s in ds.shape[1:])
+            if frame_shape is None:
+                frame_shape = shape  # type: ignore[assignment]
+                if min(shape[1:]) < MIN_FRAME_SIZE:
+                    raise DataError(
+                        f"{where}: frames are {shape[1]}x{shape[2]}, smaller than the "
+                        f"network's minimum of {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE}"
+                    )
+            elif shape != frame_shape:
+                raise DataError(
+                    f"{where}: frames of shape {shape}, but earlier trials have {frame_shape}"
+                )
+            trials.append(_TrialInfo(name, int(ds.shape[0])))
+        assert frame_shape is not None
+
+        labels = _group(f, path, "labels", required=require_labels)
+        n_labels, label_names = 0, ()
+        has_label_masks = False
+        if labels is not None:
+            _same_trials(path, images, labels, "labels")
+            n_labels = _check_labels(path, labels, trials)
+            raw_names = labels.attrs.get("names")
+            label_names = (
+                tuple(str(n.decode() if isinstance(n, bytes) else n) for n in raw_names)
+                if raw_names is not None and len(raw_names) == n_labels
+                else tuple(f"label_{k}" for k in range(n_labels))
+            )
+            label_masks = _group(f, path, "labels_masks", required=False)
+            if label_masks is not None:
+                _same_trials(path, images, label_masks, "labels_masks")
+                for t in trials:
+                    _check_shape(path, f"labels_masks/{t.name}", label_masks[t.name], (t.n_frames, n_labels))
+                has_label_masks = True
+        masks = _group(f, path, "masks", required=False)
+        if masks is not None:
+            _same_trials(path, images, masks, "masks")
+            for t in trials:
+                _check_shape(path, f"masks/{t.name}", masks[t.name], (t.n_frames, *frame_shape))
+        return _FileInfo(
+            path=path,
+            trials=tuple(trials),
+            frame_shape=frame_shape,
+            n_labels=n_labels,
+            label_names=label_names,
+            has_label_masks=has_label_masks,
+            has_masks=masks is not None,
+        )
+
+
+def _check_shape(path: str, name: str, ds: h5py.Dataset, expected: tuple[int, ...]) -> None:
+    if not isinstance(ds, h5py.Dataset) or tuple(ds.shape) != expected:
+        shape = getattr(ds, "shape", "a group")
+        raise DataError(f"{path}: {name}: shape {shape}, expected {expected}")
+
+
+def _check_labels(path: str, labels: h5py.Group, trials: list[_TrialInfo]) -> int:
+    n_labels: int | None = None
+    for t in trials:
+        ds = labels[t.name]
+        where = f"{path}: labels/{t.name}"
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 2:
+            raise DataError(f"{where}: shape {getattr(ds, 'shape', 'a group')}, expected (frames, labels)")
+        if ds.shape[0] != t.n_frames:
+            raise DataError(f"{where}: {ds.shape[0]} frames, but images/{t.name} has {t.n_frames}")
+        if not np.issubdtype(ds.dtype, np.number):
+            raise DataError(f"{where}: dtype {ds.dtype}, expected numbers")
+        if n_labels is None:
+            n_labels = int(ds.shape[1])
+            if n_labels == 0:
+                raise DataError(f"{where}: has no label columns")
+        elif ds.shape[1] != n_labels:
+            raise DataError(f"{where}: {ds.shape[1]} label columns, but earlier trials have {n_labels}")
+        values = ds[()]
+        bad = np.argwhere(np.isinf(values))
+        if len(bad):
+            frame, col = (int(v) for v in bad[0])
+            raise DataError(f"{where}: value {values[frame, col]} at frame {frame}, column {col}; labels must be finite (use NaN for missing)")
+    assert n_labels is not None
+    return n_labels
+
+
+class FrameData:
+    """Frames, labels and masks of one or more sessions, held once in memory.
+
+    Attributes are torch tensors on the CPU: ``frames`` uint8 (N, C, H, W); ``labels`` float32
+    (N, K) z-scored with the training frames' statistics and 0 where masked; ``label_mask``
+    float32 (N, K); ``pixel_mask`` uint8 (N, C, H, W) or None; ``session`` int64 (N,).
+    """
+
+    def __init__(
+        self,
+        frames: Tensor,
+        labels: Tensor,
+        label_mask: Tensor,
+        pixel_mask: Tensor | None,
+        session: Tensor,
+        trials: list[Trial],
+        label_stats: LabelStats,
+    ) -> None:
+        self.frames = frames
+        self.labels = labels
+        self.label_mask = label_mask
+        self.pixel_mask = pixel_mask
+        self.session = session
+        self.trials = trials
+        self.label_stats = label_stats
+        self.index = {
+            split: torch.cat(
+                [torch.arange(t.start, t.stop) for t in trials if t.split == split]
+                or [torch.zeros(0, dtype=torch.int64)]
+            )
+            for split in SPLITS
+        }
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.frames.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def n_labels(self) -> int:
+        return int(self.labels.shape[1])
+
+    @property
+    def n_sessions(self) -> int:
+        return int(self.session.max()) + 1 if len(self.session) else 0
+
+    def n_frames(self, split: str) -> int:
+        return len(self.index[split])
+
+    def batch(self, idx: Tensor, device: torch.device | str = "cpu") -> Batch:
+        """Gather frames ``idx`` (int64 indices into the in-memory arrays) as a Batch."""
+        frames = self.frames[idx].to(device, non_blocking=True)
+        return Batch(
+            frames=frames.float().div_(255.0).contiguous(memory_format=torch.channels_last),
+            labels=self.labels[idx].to(device),
+            label_mask=self.label_mask[idx].to(device),
+            pixel_mask=None if self.pixel_mask is None else self.pixel_mask[idx].to(device).float(),
+            session=self.session[idx].to(device),
+        )
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+        """Shuffled index tensors of ``batch_size`` training frames; a short last batch is dropped
+        (the MI/TC/DWKL estimates depend on the batch size) unless it would be the only one."""
+        index = self.index["train"]
+        order = index[torch.randperm(len(index), generator=generator)]
+        n_batches = max(1, len(order) // batch_size)
+        for i in range(n_batches):
+            yield order[i * batch_size : (i + 1) * batch_size]
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Tensor]:
+        """Index tensors covering every frame of ``split`` once, in order."""
+        index = self.index[split]
+        for start in range(0, len(index), batch_size):
+            yield index[start : start + batch_size]
+
+
+def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_seed: int = 0) -> FrameData:
+    """Validate and read one or more session files for fitting.
+
+    Labels are z-scored per column with the NaN-aware mean and standard deviation of the
+    training frames of all sessions (masked entries excluded).
+    """
+    if not paths:
+        raise DataError("no data file given")
+    infos = [_scan(str(p), require_labels=True) for p in paths]
+    first = infos[0]
+    for info in infos[1:]:
+        if info.frame_shape != first.frame_shape:
+            raise DataError(
+                f"{info.path}: frames of shape {info.frame_shape}, but {first.path} has {first.frame_shape}"
+            )
+        if info.n_labels != first.n_labels:
+            raise DataError(
+                f"{info.path}: {info.n_labels} label columns, but {first.path} has {first.n_labels}"
+            )
+    trials: list[Trial] = []
+    start = 0
+    for session, info in enumerate(infos):
+        try:
+            assignment = split_trials(len(info.trials), split, split_seed)
+        except ValueError as err:
+            raise DataError(f"{info.path}: too few trials for data.split: {err}") from None
+        for t, which in zip(info.trials, assignment, strict=True):
+            trials.append(Trial(info.path, t.name, session, start, start + t.n_frames, which))
+            start += t.n_frames
+
+    n_total, k = start, first.n_labels
+    frames = np.empty((n_total, *first.frame_shape), dtype=np.uint8)
+    labels = np.empty((n_total, k), dtype=np.float64)
+    valid = np.ones((n_total, k), dtype=bool)
+    pixel_mask = (
+        np.ones((n_total, *first.frame_shape), dtype=np.uint8)
+        if any(info.has_masks for info in infos)
+        else None
+    )
+    session = np.empty(n_total, dtype=np.int64)
+    for info in infos:
+        with h5py.File(info.path, "r") as f:
+            for t in (t for t in trials if t.path == info.path):
+                sel = np.s_[t.start : t.stop]
+                f["images"][t.name].read_direct(frames, dest_sel=sel)
+                labels[sel] = f["labels"][t.name][()]
+                if info.has_label_masks:
+                    valid[sel] = f["labels_masks"][t.name][()] != 0
+                if info.has_masks and pixel_mask is not None:
+                    pixel_mask[sel] = f["masks"][t.name][()] != 0
+                session[sel] = t.session
+    valid &= ~np.isnan(labels)
+
+    is_train = np.zeros(n_total, dtype=bool)
+    for t in trials:
+        if t.split == "train":
+            is_train[t.start : t.stop] = True
+    mean, std = np.zeros(k), np.ones(k)
+    for col in range(k):
+        use = is_train & valid[:, col]
+        values = labels[use, col]
+        name = first.label_names[col]
+        if len(values) == 0:
+            raise DataError(f"{first.path}: labels column {col} ({name}) has no valid value on the training frames")
+        mean[col], std[col] = values.mean(), values.std()
+        if not std[col] > 0:
+            raise DataError(
+                f"{first.path}: labels column {col} ({name}) has zero variance on the training "
+                f"frames (every value is {values[0]:g}); remove the column or give it varying values"
+            )
+    zscored = np.where(valid, (labels - mean) / std, 0.0)
+    stats = LabelStats(first.label_names, tuple(mean.tolist()), tuple(std.tolist()))
+    return FrameData(
+        frames=torch.from_numpy(frames),
+        labels=torch.from_numpy(zscored.astype(np.float32)),
+        label_mask=torch.from_numpy(valid.astype(np.float32)),
+        pixel_mask=None if pixel_mask is None else torch.from_numpy(pixel_mask),
+        session=torch.from_numpy(session),
+        trials=trials,
+        label_stats=stats,
+    )
+
+
+def read_trials(path: str) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(trial name, uint8 frames (T, C, H, W))`` for every trial of a file, in order.
+
+    Labels are not needed: this is how new videos are encoded with a fitted model.
+    """
+    info = _scan(path, require_labels=False)
+    with h5py.File(path, "r") as f:
+        for t in info.trials:
+            yield t.name, f["images"][t.name][()]
+
+
+def frame_shape_of(path: str) -> tuple[int, int, int]:
+    return _scan(path, require_labels=False).frame_shape

@@ -1,0 +1,147 @@
+"""One fit from data files to a model bundle, without Ray (``psvae fit``).
+
+The output directory holds::
+
+    fit.json        the data files and config of this fit (checked when resuming)
+    metrics.csv     one row per epoch (train_* and val_* metrics, weights in force)
+    checkpoint.pt   resume state, rewritten atomically every epoch; removed when done
+    model/          the bundle of the best checkpoint (see psvae.export)
+    summary.json    status, best epoch and val/test metrics of the best checkpoint
+
+Running the same command again on an unfinished directory continues the fit from its
+checkpoint. A directory holding anything else is never written into.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from psvae.config import FitConfig
+from psvae.data import load_data
+from psvae.errors import UserError
+from psvae.export import save_bundle
+from psvae.trainer import EpochResult, FitSummary, Trainer
+
+FIT_FILE = "fit.json"
+CHECKPOINT = "checkpoint.pt"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _describe(data_paths: list[str], cfg: FitConfig) -> dict[str, Any]:
+    return {"data": [str(Path(p).resolve()) for p in data_paths], "config": cfg.flat()}
+
+
+def _check_out_dir(out_dir: Path, fit: dict[str, Any]) -> bool:
+    """True when ``out_dir`` holds an unfinished fit of this very description to resume."""
+    if not out_dir.exists():
+        return False
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory; choose another --out")
+    if not any(out_dir.iterdir()):
+        return False
+    if (out_dir / "model").exists():
+        raise UserError(f"{out_dir}: already holds a finished fit; choose another --out")
+    fit_file, checkpoint = out_dir / FIT_FILE, out_dir / CHECKPOINT
+    if not (fit_file.is_file() and checkpoint.is_file()):
+        raise UserError(f"{out_dir}: exists and is not an unfinished psvae fit; choose another --out")
+    previous = json.loads(fit_file.read_text())
+    if previous != json.loads(json.dumps(fit)):
+        changed = sorted(
+            k for k in set(previous["config"]) | set(fit["config"])
+            if previous["config"].get(k) != fit["config"].get(k)
+        )
+        what = f"config keys {', '.join(changed)}" if changed else "data files"
+        raise UserError(
+            f"{out_dir}: holds an unfinished fit with different {what}; "
+            "rerun with the same data and config to resume, or choose another --out"
+        )
+    return True
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="epoch", disable=not enabled, file=sys.stderr)
+
+
+def run_fit(
+    data_paths: list[str],
+    cfg: FitConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> FitSummary:
+    """Fit one model and write its directory. Input errors are raised before anything is written."""
+    out_dir = Path(out_dir)
+    fit = _describe(data_paths, cfg)
+    resume = _check_out_dir(out_dir, fit)
+    data = load_data(data_paths, cfg.data.split, cfg.data.split_seed)
+    trainer = Trainer(cfg, data)
+    if resume:
+        trainer.restore(out_dir / CHECKPOINT)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / FIT_FILE, json.dumps(fit, indent=2) + "\n")
+
+    bar = _progress(cfg.train.epochs, trainer.epoch, progress)
+    with bar:
+        for result in trainer.epochs():
+            trainer.save_checkpoint(out_dir / CHECKPOINT)
+            write_atomic(out_dir / "metrics.csv", _csv_text(trainer.history))
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{result.train['loss']:.4g}",
+                val_r2=f"{result.val['label_r2']:.3f}",
+                val_pix=f"{result.val['pixel_mse']:.2e}",
+            )
+            if on_epoch is not None:
+                on_epoch(result)
+
+    summary = trainer.finish()
+    if trainer.best_state is not None:
+        save_bundle(
+            out_dir / "model",
+            trainer.copy_best_model(),
+            cfg,
+            data.label_stats,
+            extra={"best_epoch": summary.best_epoch, "status": summary.status},
+        )
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.metrics.items()}
+    write_atomic(
+        out_dir / "summary.json",
+        json.dumps(
+            {
+                "status": summary.status,
+                "epochs_run": summary.epochs_run,
+                "best_epoch": summary.best_epoch,
+                "metrics": clean,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    if summary.status == "completed":
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+    return summary

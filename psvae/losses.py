@@ -1,0 +1,148 @@
+"""The PS-VAE objective (``model.md`` §4) as pure functions.
+
+    loss = NLL_frames + alpha * NLL_labels + KL_s + k_e * MI_u + beta_e * TC_u + k_e * DWKL_u
+
+Every function takes tensors and returns tensors: no ``backward()``, no ``.item()``, no
+logging. :func:`psvae_loss` returns the named terms so that the trainer, the result tables
+and the plots all use the same names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2 * math.pi)
+
+TERMS = ("loss", "nll_frames", "nll_labels", "kl_s", "mi", "tc", "dwkl")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The weights in force for one epoch."""
+
+    alpha: float  # label log-likelihood; never annealed
+    beta_e: float  # total correlation, = beta * k_e
+    k_e: float  # index-code MI and dimension-wise KL; ramps 0 -> 1
+    sigma_x: float = 1.0  # std of the Gaussian frame likelihood
+
+
+def anneal_weight(epoch: int, anneal_epochs: int) -> float:
+    """k_e: 0 at epoch 0, rising linearly to 1 at epoch ``anneal_epochs`` and 1 afterwards.
+
+    ``anneal_epochs = 0`` means full weight from the start.
+    """
+    if anneal_epochs <= 0:
+        return 1.0
+    return min(1.0, epoch / anneal_epochs)
+
+
+def weights_for_epoch(
+    epoch: int, alpha: float, beta: float, anneal_epochs: int, sigma_x: float = 1.0
+) -> LossWeights:
+    k_e = anneal_weight(epoch, anneal_epochs)
+    return LossWeights(alpha=alpha, beta_e=beta * k_e, k_e=k_e, sigma_x=sigma_x)
+
+
+def gaussian_nll_frames(
+    frames: Tensor, recon: Tensor, sigma_x: float, pixel_mask: Tensor | None = None
+) -> Tensor:
+    """Per-frame Gaussian negative log-likelihood, (M,).
+
+    1/2 * sum_pixels m * (x - x_hat)^2 / sigma_x^2 + 1/2 * D_m * ln(2 pi sigma_x^2), where D_m
+    is the number of unmasked pixels of the frame.
+    """
+    sq = (frames - recon).square()
+    if pixel_mask is None:
+        n_pixels = torch.full((frames.shape[0],), float(frames[0].numel()), device=frames.device)
+    else:
+        sq = sq * pixel_mask
+        n_pixels = pixel_mask.flatten(1).sum(1)
+    return 0.5 * sq.flatten(1).sum(1) / sigma_x**2 + 0.5 * n_pixels * (LOG_2PI + 2 * math.log(sigma_x))
+
+
+def gaussian_nll_labels(labels: Tensor, predicted: Tensor, label_mask: Tensor) -> Tensor:
+    """Per-frame unit-variance Gaussian NLL of the labels, masked entries ignored, (M,)."""
+    return 0.5 * (label_mask * ((labels - predicted).square() + LOG_2PI)).sum(1)
+
+
+def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Analytic KL(N(mu, exp(logvar)) || N(0, I)) per frame, summed over dims, (M,)."""
+    return 0.5 * (logvar.exp() + mu.square() - 1.0 - logvar).sum(1)
+
+
+def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise log N(z; mu, exp(logvar))."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).square() * torch.exp(-logvar))
+
+
+def decomposed_kl(z: Tensor, mu: Tensor, logvar: Tensor, n_data: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Index-code MI, total correlation and dimension-wise KL by minibatch-weighted sampling.
+
+    z, mu, logvar: (M, U). ``n_data`` is N, the number of frames in the dataset the batch was
+    drawn from. The log(N * M) constants are kept, so that MI + TC + DWKL equals
+    mean_j [log q(z_j | x_j) - log p(z_j)] exactly. The estimates are biased for small M.
+    Returns three scalars.
+    """
+    m = z.shape[0]
+    log_nm = math.log(n_data * m)
+    # l[j, i, d] = log N(z_jd; mu_id, sigma^2_id): code j scored under posterior i
+    l = gaussian_log_density(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # (M, M, U)
+    log_qz = torch.logsumexp(l.sum(2), dim=1) - log_nm  # (M,)
+    log_prod_qz = (torch.logsumexp(l, dim=1) - log_nm).sum(1)  # (M,)
+    log_qz_given_x = torch.diagonal(l, dim1=0, dim2=1).sum(0)  # (M,)
+    log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)  # (M,)
+    mi = (log_qz_given_x - log_qz).mean()
+    tc = (log_qz - log_prod_qz).mean()
+    dwkl = (log_prod_qz - log_pz).mean()
+    return mi, tc, dwkl
+
+
+def psvae_loss(
+    frames: Tensor,
+    recon: Tensor,
+    labels: Tensor,
+    predicted_labels: Tensor,
+    label_mask: Tensor,
+    pixel_mask: Tensor | None,
+    z: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    n_labels: int,
+    n_background: int,
+    n_data: int,
+    weights: LossWeights,
+) -> dict[str, Tensor]:
+    """The six terms and their weighted sum, each a scalar (mean over the M frames).
+
+    Latents are laid out [supervised K | background B | unsupervised U]; the background
+    block gets no KL term here (the multi-session model adds its own).
+    """
+    k, first_u = n_labels, n_labels + n_background
+    nll_frames = gaussian_nll_frames(frames, recon, weights.sigma_x, pixel_mask).mean()
+    nll_labels = gaussian_nll_labels(labels, predicted_labels, label_mask).mean()
+    kl_s = kl_standard_normal(mu[:, :k], logvar[:, :k]).mean()
+    if z.shape[1] > first_u:
+        mi, tc, dwkl = decomposed_kl(z[:, first_u:], mu[:, first_u:], logvar[:, first_u:], n_data)
+    else:
+        mi = tc = dwkl = torch.zeros((), device=z.device)
+    loss = (
+        nll_frames
+        + weights.alpha * nll_labels
+        + kl_s
+        + weights.k_e * mi
+        + weights.beta_e * tc
+        + weights.k_e * dwkl
+    )
+    return {
+        "loss": loss,
+        "nll_frames": nll_frames,
+        "nll_labels": nll_labels,
+        "kl_s": kl_s,
+        "mi": mi,
+        "tc": tc,
+        "dwkl": dwkl,
+    }

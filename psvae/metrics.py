@@ -1,0 +1,147 @@
+"""Metrics of a fit (``model.md`` §6). Names match the loss terms and the result columns.
+
+Per epoch (train and val): the loss terms, ``pixel_mse`` (mean over unmasked pixels),
+``label_mse`` (z-scored units, over unmasked entries) and ``label_r2`` (variance-weighted over
+labels, masks honoured per column).
+
+Per finished fit: the same on val and test with the best weights, ``label_r2_<name>`` per
+label, and the beta selection statistic ``mean_abs_corr_u``: the mean |Pearson r| over all
+pairs of unsupervised latents (posterior means) on the training frames.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from psvae.losses import TERMS
+
+
+def r2_per_column(
+    y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """R^2 of each label column over its own unmasked entries, (K,).
+
+    The reference flattened all labels into one vector when masks were present; here each
+    column has its own mean and residuals.
+    """
+    acc = R2Accumulator(y.shape[1])
+    acc.add(torch.as_tensor(y), torch.as_tensor(y_hat), None if mask is None else torch.as_tensor(mask))
+    return acc.per_column()
+
+
+class R2Accumulator:
+    """Running sums for per-column and variance-weighted R^2 with masks, in float64."""
+
+    def __init__(self, n_columns: int, device: torch.device | str = "cpu") -> None:
+        zeros = lambda: torch.zeros(n_columns, dtype=torch.float64, device=device)  # noqa: E731
+        self.n, self.sum_y, self.sum_y2, self.sum_res2 = zeros(), zeros(), zeros(), zeros()
+
+    def add(self, y: Tensor, y_hat: Tensor, mask: Tensor | None) -> None:
+        y, y_hat = y.double(), y_hat.double()
+        m = torch.ones_like(y) if mask is None else mask.double()
+        self.n += m.sum(0)
+        self.sum_y += (m * y).sum(0)
+        self.sum_y2 += (m * y.square()).sum(0)
+        self.sum_res2 += (m * (y - y_hat).square()).sum(0)
+
+    def _ss(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.n.cpu().numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ss_tot = self.sum_y2.cpu().numpy() - self.sum_y.cpu().numpy() ** 2 / n
+        return self.sum_res2.cpu().numpy(), ss_tot
+
+    def per_column(self) -> np.ndarray:
+        ss_res, ss_tot = self._ss()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1.0 - ss_res / ss_tot
+
+    def weighted(self) -> float:
+        """1 - sum_k SS_res,k / sum_k SS_tot,k over the columns that have data."""
+        ss_res, ss_tot = self._ss()
+        ok = np.isfinite(ss_tot) & (ss_tot > 0)
+        if not ok.any():
+            return float("nan")
+        return float(1.0 - ss_res[ok].sum() / ss_tot[ok].sum())
+
+
+class EpochAccumulator:
+    """Frame-weighted sums of the loss terms and errors over the batches of one pass.
+
+    Sums stay on the device and are read once, in :meth:`result`, so a GPU is not
+    synchronised every step.
+    """
+
+    def __init__(self, n_labels: int, device: torch.device | str) -> None:
+        self.device = device
+        self.sums = torch.zeros(len(TERMS), dtype=torch.float64, device=device)
+        self.n_frames = 0
+        self.pixel_sse = torch.zeros((), dtype=torch.float64, device=device)
+        self.pixel_n = torch.zeros((), dtype=torch.float64, device=device)
+        self.label_sse = torch.zeros((), dtype=torch.float64, device=device)
+        self.label_n = torch.zeros((), dtype=torch.float64, device=device)
+        self.r2 = R2Accumulator(n_labels, device)
+
+    @torch.no_grad()
+    def add(
+        self,
+        terms: dict[str, Tensor],
+        frames: Tensor,
+        recon: Tensor,
+        labels: Tensor,
+        predicted: Tensor,
+        label_mask: Tensor,
+        pixel_mask: Tensor | None,
+    ) -> None:
+        m = frames.shape[0]
+        self.sums += torch.stack([terms[name].detach().double() for name in TERMS]) * m
+        self.n_frames += m
+        sq = (frames - recon.float()).square()
+        if pixel_mask is None:
+            self.pixel_sse += sq.sum(dtype=torch.float64)
+            self.pixel_n += sq.numel()
+        else:
+            self.pixel_sse += (sq * pixel_mask).sum(dtype=torch.float64)
+            self.pixel_n += pixel_mask.sum(dtype=torch.float64)
+        predicted = predicted.float()
+        self.label_sse += (label_mask * (labels - predicted).square()).sum(dtype=torch.float64)
+        self.label_n += label_mask.sum(dtype=torch.float64)
+        self.r2.add(labels, predicted, label_mask)
+
+    def result(self) -> dict[str, float]:
+        sums = (self.sums / max(self.n_frames, 1)).tolist()
+        out = dict(zip(TERMS, sums, strict=True))
+        out["pixel_mse"] = float(self.pixel_sse / self.pixel_n)
+        out["label_mse"] = float(self.label_sse / self.label_n) if self.label_n > 0 else float("nan")
+        out["label_r2"] = self.r2.weighted()
+        return out
+
+
+def mean_abs_pairwise_corr(latents: np.ndarray) -> float:
+    """Mean |Pearson r| over all U(U-1)/2 pairs of columns of (N, U); NaN when U < 2.
+
+    This is the guide's beta selection statistic, computed on the unsupervised latents of the
+    training frames. A constant column counts as uncorrelated (r = 0).
+    """
+    n_dims = latents.shape[1]
+    if n_dims < 2:
+        return float("nan")
+    pairs = list(itertools.combinations(range(n_dims), 2))
+    return float(np.mean([abs(pearson_r(latents[:, i], latents[:, j])) for i, j in pairs]))
+
+
+def abs_corr_first_two(latents: np.ndarray) -> float:
+    """|r| between unsupervised dims 0 and 1 only: the reference's variant, for comparison."""
+    if latents.shape[1] < 2:
+        return float("nan")
+    return abs(pearson_r(latents[:, 0], latents[:, 1]))
+
+
+def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64) - a.mean()
+    b = b.astype(np.float64) - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else 0.0

@@ -1,0 +1,121 @@
+"""The built-in dataset: a small behavioural-video-like recording with known factors.
+
+Each frame shows a soft-edged blob (the "animal") over a static textured background. Four
+factors change smoothly within each trial, independently of each other:
+
+- ``x``, ``y``: the blob's centre in pixels. These are the K = 2 labels (with a little
+  tracking noise, and about 1% missing as NaN, as a pose tracker would give).
+- ``scale``: the blob's size, and ``brightness``: its intensity. These are the nuisance
+  factors that the unsupervised latents should find.
+
+The file uses the user-facing HDF5 layout (``images``, ``labels``); the ground-truth factors
+are written beside it (``<file>.factors.npz``), never inside it, so nothing in the pipeline
+can depend on them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+FACTOR_NAMES = ("x", "y", "scale", "brightness")
+LABEL_NAMES = ("x", "y")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    n_trials: int = 40
+    n_frames: int = 100  # per trial
+    size: int = 64  # frames are size x size, one channel
+    seed: int = 0
+    label_noise: float = 0.3  # pixels
+    missing_fraction: float = 0.01  # labels set to NaN
+
+
+def factors_path(data_path: str | Path) -> Path:
+    """Where the ground-truth factors of a synthetic file are kept."""
+    p = Path(data_path)
+    return p.with_name(p.name + ".factors.npz")
+
+
+def _smooth_paths(rng: np.random.Generator, n_paths: int, n_frames: int) -> np.ndarray:
+    """(n_paths, n_frames) smooth curves in [-1, 1]: sums of three random slow sinusoids."""
+    t = np.linspace(0.0, 1.0, n_frames)
+    freq = rng.uniform(0.3, 2.5, size=(n_paths, 3, 1))
+    phase = rng.uniform(0, 2 * np.pi, size=(n_paths, 3, 1))
+    amp = rng.uniform(0.5, 1.0, size=(n_paths, 3, 1))
+    curves = (amp * np.sin(2 * np.pi * freq * t + phase)).sum(1)
+    low, high = curves.min(1, keepdims=True), curves.max(1, keepdims=True)
+    # map each trial's curve onto a random sub-range of [-1, 1] so trials differ in extent
+    span = rng.uniform(0.8, 1.0, size=(n_paths, 1))
+    centre = rng.uniform(-(1 - span), 1 - span)
+    return centre + span * (2 * (curves - low) / (high - low) - 1)
+
+
+def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 (n_trials, T, 1, S, S) and factors float32 (n_trials, T, 4)."""
+    rng = np.random.default_rng(spec.seed)
+    n, t, s = spec.n_trials, spec.n_frames, spec.size
+    # factors: x, y in pixels; scale in [0.7, 1.3]; brightness in [0.45, 0.95]
+    margin = 0.22 * s
+    x = s / 2 + (s / 2 - margin) * _smooth_paths(rng, n, t)
+    y = s / 2 + (s / 2 - margin) * _smooth_paths(rng, n, t)
+    scale = 1.0 + 0.3 * _smooth_paths(rng, n, t)
+    brightness = 0.7 + 0.25 * _smooth_paths(rng, n, t)
+    factors = np.stack([x, y, scale, brightness], axis=-1).astype(np.float32)
+
+    # static background: a soft gradient and a faint fixed texture
+    grid = np.arange(s, dtype=np.float32) + 0.5
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    texture = rng.normal(0, 1, size=(s, s)).astype(np.float32)
+    texture = (texture + np.roll(texture, 1, 0) + np.roll(texture, 1, 1) + np.roll(texture, (1, 1), (0, 1))) / 4
+    background = 0.12 + 0.1 * (xx / s) + 0.03 * texture
+
+    radius = 0.13 * s * factors[..., 2]  # (n, t)
+    d = np.sqrt(
+        (xx - factors[..., 0, None, None]) ** 2 + (yy - factors[..., 1, None, None]) ** 2
+    )  # (n, t, s, s)
+    blob = 1.0 / (1.0 + np.exp((d - radius[..., None, None]) / (0.06 * s)))
+    frames = background + factors[..., 3, None, None] * blob
+    frames += rng.normal(0, 0.01, size=frames.shape).astype(np.float32)
+    frames_u8 = np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)[:, :, None]
+    return frames_u8, factors
+
+
+def write(path: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+    """Write the dataset to ``path`` (HDF5) and its factors beside it; returns ``path``.
+
+    Both files are written to temporary names first and renamed, so an interrupted run leaves
+    nothing half-written.
+    """
+    path = Path(path)
+    frames, factors = generate(spec)
+    rng = np.random.default_rng([spec.seed, 1])
+    labels = factors[..., :2] + rng.normal(0, spec.label_noise, size=factors[..., :2].shape)
+    labels = labels.astype(np.float32)
+    labels[rng.random(labels.shape) < spec.missing_fraction] = np.nan
+    names = [f"trial_{i:04d}" for i in range(spec.n_trials)]
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with h5py.File(tmp, "w") as f:
+        images, label_group = f.create_group("images"), f.create_group("labels")
+        label_group.attrs["names"] = list(LABEL_NAMES)
+        for i, name in enumerate(names):
+            images.create_dataset(name, data=frames[i])
+            label_group.create_dataset(name, data=labels[i])
+    fpath = factors_path(path)
+    ftmp = fpath.with_name(f".{fpath.name}.{os.getpid()}.tmp.npz")
+    np.savez(ftmp, names=np.array(FACTOR_NAMES), **{n: factors[i] for i, n in enumerate(names)})
+    os.replace(ftmp, fpath)
+    os.replace(tmp, path)
+    return path
+
+
+def read_factors(data_path: str | Path) -> dict[str, np.ndarray]:
+    """The ground truth of a synthetic file: trial name -> factors (T, 4) in FACTOR_NAMES order."""
+    with np.load(factors_path(data_path), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files if k != "names"}

@@ -1,0 +1,334 @@
+"""Fitting one PS-VAE (``model.md`` §5). Plain PyTorch; knows nothing about Ray.
+
+    trainer = Trainer(config, data)
+    for result in trainer.epochs():      # one EpochResult per epoch
+        ...                              # report it, save a checkpoint, stop early, ...
+    summary = trainer.finish()           # val/test metrics of the best checkpoint
+
+Validation uses the posterior means and the full (un-annealed) weights, so its loss is
+comparable across epochs; the best checkpoint is the one with the lowest validation loss.
+A checkpoint holds the model, the optimiser, the epoch, the RNG states and the history, and
+resuming from it continues the same run: on the CPU the numbers are the same as those of an
+uninterrupted run. A non-finite loss ends the fit with the status "diverged".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from psvae.config import FitConfig
+from psvae.data import FrameData
+from psvae.losses import LossWeights, psvae_loss, weights_for_epoch
+from psvae.metrics import (
+    EpochAccumulator,
+    R2Accumulator,
+    abs_corr_first_two,
+    mean_abs_pairwise_corr,
+)
+from psvae.model import PSVAE
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch produced. ``train`` and ``val`` map metric names to numbers."""
+
+    epoch: int  # 0-based
+    train: dict[str, float]
+    val: dict[str, float]
+    alpha: float
+    beta_e: float
+    k_e: float
+    is_best: bool
+    seconds: float
+    status: str  # "running" or "diverged"
+
+    def flat(self) -> dict[str, Any]:
+        """One row: ``epoch``, ``train_loss``, ``val_pixel_mse``, ... (the result-table columns)."""
+        row: dict[str, Any] = {"epoch": self.epoch}
+        row.update({f"train_{k}": v for k, v in self.train.items()})
+        row.update({f"val_{k}": v for k, v in self.val.items()})
+        row.update(
+            alpha=self.alpha,
+            beta_e=self.beta_e,
+            k_e=self.k_e,
+            is_best=self.is_best,
+            seconds=self.seconds,
+            status=self.status,
+        )
+        return row
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """The outcome of a fit, with metrics computed from the best checkpoint."""
+
+    status: str  # "completed" or "diverged"
+    epochs_run: int
+    best_epoch: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from psvae.errors import ConfigError
+
+        raise ConfigError("train.device = 'cuda': no CUDA device is available here")
+    return torch.device(name)
+
+
+def build_model(cfg: FitConfig, frame_shape: tuple[int, int, int], n_labels: int) -> PSVAE:
+    """The network, initialised from ``train.seed_model`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed_model)
+        return PSVAE(frame_shape, n_labels, cfg.model)
+
+
+class Trainer:
+    def __init__(self, cfg: FitConfig, data: FrameData, device: str | None = None) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.device = resolve_device(device or cfg.train.device)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.model = build_model(cfg, data.frame_shape, data.n_labels).to(
+            self.device, memory_format=torch.channels_last
+        )
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+            amsgrad=True,
+        )
+        order_seed, noise_seed = np.random.SeedSequence(cfg.train.seed_train).generate_state(2)
+        self.order_rng = torch.Generator().manual_seed(int(order_seed))
+        self.noise_rng = torch.Generator(self.device).manual_seed(int(noise_seed))
+        self.epoch = 0  # the next epoch to run
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: int | None = None
+        self.best_val_loss = math.inf
+        self.status = "running"
+
+    # -- training ------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _weights(self, epoch: int, full: bool = False) -> LossWeights:
+        loss = self.cfg.loss
+        return weights_for_epoch(
+            epoch, loss.alpha, loss.beta, 0 if full else loss.anneal_epochs, loss.sigma_x
+        )
+
+    def _terms(self, batch: Any, weights: LossWeights, n_data: int, sample: bool) -> tuple[Any, Any]:
+        with self._autocast():
+            out = self.model(batch.frames, self.noise_rng if sample else None)
+        # the loss is always computed in float32
+        recon, mu, logvar, z = out.frames.float(), out.mu.float(), out.logvar.float(), out.z.float()
+        terms = psvae_loss(
+            batch.frames,
+            recon,
+            batch.labels,
+            out.labels.float(),
+            batch.label_mask,
+            batch.pixel_mask,
+            z,
+            mu,
+            logvar,
+            n_labels=self.data.n_labels,
+            n_background=0,
+            n_data=n_data,
+            weights=weights,
+        )
+        return terms, out
+
+    def _accumulate(self, acc: EpochAccumulator, terms: Any, out: Any, batch: Any) -> None:
+        acc.add(terms, batch.frames, out.frames, batch.labels, out.labels, batch.label_mask, batch.pixel_mask)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        weights = self._weights(epoch)
+        n_data = self.data.n_frames("train")
+        acc = EpochAccumulator(self.data.n_labels, self.device)
+        for idx in self.data.train_batches(self.cfg.train.batch_size, self.order_rng):
+            batch = self.data.batch(idx, self.device)
+            terms, out = self._terms(batch, weights, n_data, sample=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            self.optimizer.step()
+            self._accumulate(acc, terms, out, batch)
+        return acc.result()
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Loss terms and errors on ``split`` with the posterior means and full weights."""
+        self.model.eval()
+        weights = self._weights(0, full=True)
+        n_data = self.data.n_frames(split)
+        acc = EpochAccumulator(self.data.n_labels, self.device)
+        for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
+            batch = self.data.batch(idx, self.device)
+            terms, out = self._terms(batch, weights, n_data, sample=False)
+            self._accumulate(acc, terms, out, batch)
+        return acc.result()
+
+    def run_epoch(self) -> EpochResult:
+        epoch = self.epoch
+        start = time.perf_counter()
+        weights = self._weights(epoch)
+        train = self.train_epoch(epoch)
+        val = self.evaluate("val")
+        finite = math.isfinite(train["loss"]) and math.isfinite(val["loss"])
+        is_best = finite and val["loss"] < self.best_val_loss
+        if is_best:
+            self.best_val_loss = val["loss"]
+            self.best_epoch = epoch
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self.status = "running" if finite else "diverged"
+        result = EpochResult(
+            epoch=epoch,
+            train=train,
+            val=val,
+            alpha=weights.alpha,
+            beta_e=weights.beta_e,
+            k_e=weights.k_e,
+            is_best=is_best,
+            seconds=time.perf_counter() - start,
+            status=self.status,
+        )
+        self.history.append(result.flat())
+        self.epoch += 1
+        return result
+
+    def epochs(self) -> Iterator[EpochResult]:
+        """Run the remaining epochs, one result each; stops early if the fit diverges."""
+        while self.epoch < self.cfg.train.epochs and self.status != "diverged":
+            yield self.run_epoch()
+
+    @property
+    def done(self) -> bool:
+        return self.status == "diverged" or self.epoch >= self.cfg.train.epochs
+
+    # -- the outcome ----------------------------------------------------------------------
+    def load_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    @torch.no_grad()
+    def latents(self, split: str) -> np.ndarray:
+        """Posterior means (N, L) of every frame of ``split``, in order."""
+        self.model.eval()
+        chunks = []
+        for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
+            with self._autocast():
+                mu, _ = self.model.encoder(self.data.batch(idx, self.device).frames)
+            chunks.append(mu.float().cpu().numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.n_latents), np.float32)
+
+    @torch.no_grad()
+    def label_r2_per_column(self, split: str) -> np.ndarray:
+        self.model.eval()
+        acc = R2Accumulator(self.data.n_labels, self.device)
+        for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
+            batch = self.data.batch(idx, self.device)
+            with self._autocast():
+                mu, _ = self.model.encoder(batch.frames)
+            acc.add(batch.labels, self.model.label_head(mu[:, : self.data.n_labels].float()), batch.label_mask)
+        return acc.per_column()
+
+    def finish(self) -> FitSummary:
+        """Load the best weights and compute the per-fit metrics with them."""
+        status = "diverged" if self.status == "diverged" else "completed"
+        if self.best_state is None:
+            return FitSummary(status, self.epoch, None, {})
+        self.load_best()
+        metrics: dict[str, float] = {}
+        names = self.data.label_stats.names
+        for split in ("val", "test"):
+            result = self.evaluate(split)
+            for key in ("loss", "pixel_mse", "label_mse", "label_r2"):
+                metrics[f"{split}_{key}"] = result[key]
+            if split == "val":
+                for key in ("mi", "tc", "dwkl"):
+                    metrics[f"val_{key}"] = result[key]
+            for name, r2 in zip(names, self.label_r2_per_column(split), strict=True):
+                metrics[f"{split}_label_r2_{name}"] = float(r2)
+        first_u = self.data.n_labels
+        metrics["train_mean_abs_corr_u"] = mean_abs_pairwise_corr(self.latents("train")[:, first_u:])
+        metrics["test_abs_corr_u01"] = abs_corr_first_two(self.latents("test")[:, first_u:])
+        return FitSummary(status, self.epoch, self.best_epoch, metrics)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue; only tensors and plain containers (weights_only-safe)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_json(),
+            "epoch": self.epoch,
+            "status": self.status,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "order_rng": self.order_rng.get_state(),
+            "noise_rng": self.noise_rng.get_state(),
+            "best_state": self.best_state,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"unknown checkpoint format {state.get('format')!r}")
+        if state["config"] != self.cfg.to_json():
+            from psvae.errors import ConfigError
+
+            raise ConfigError("the checkpoint was written with a different config; refusing to resume it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.order_rng.set_state(state["order_rng"])
+        self.noise_rng.set_state(state["noise_rng"])
+        self.epoch = int(state["epoch"])
+        self.status = str(state["status"])
+        self.best_state = state["best_state"]
+        self.best_epoch = state["best_epoch"]
+        self.best_val_loss = float(state["best_val_loss"])
+        self.history = list(state["history"])
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def restore(self, path: str | Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        # generator states must live on the CPU
+        state["order_rng"] = state["order_rng"].cpu()
+        state["noise_rng"] = state["noise_rng"].cpu()
+        if state["best_state"] is not None:
+            state["best_state"] = {k: v.cpu() for k, v in state["best_state"].items()}
+        self.load_state_dict(state)
+
+    def copy_best_model(self) -> PSVAE:
+        """A CPU copy of the network with the best weights (for export)."""
+        model = copy.deepcopy(self.model).to("cpu", memory_format=torch.contiguous_format)
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        return model.eval()

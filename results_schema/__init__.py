@@ -1,0 +1,10 @@
+"""Every result column the project writes is spelled out here, once.
+
+Each table has a versioned pyarrow schema and a short human-readable description (see
+README.md beside this file), so the Parquet files can be read with ``pandas.read_parquet`` by
+someone who has never seen the code.
+"""
+
+from results_schema.latents import LATENTS_VERSION, latents_schema
+
+__all__ = ["LATENTS_VERSION", "latents_schema"]

@@ -1,0 +1,193 @@
+"""The ``psvae`` command line.
+
+Errors a user can cause (a bad file, config value or argument) are printed as one line,
+``psvae: error: ...``, and end the command with exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from psvae.errors import ConfigError, UserError
+
+
+def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["loss.alpha=50", "train.epochs=10"]`` -> ``{"loss.alpha": 50, "train.epochs": 10}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set loss.alpha=500")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_fit_config(path: str | None, overrides: Sequence[str] = ()) -> Any:
+    from psvae.config import FitConfig
+
+    base = FitConfig.from_yaml(path) if path else FitConfig()
+    if not overrides:
+        return base
+    merged = base.flat()
+    sets = _parse_sets(overrides)
+    for key in sets:
+        if key not in merged:
+            FitConfig.from_mapping({key: sets[key]}, source="--set")  # raises with a hint
+    merged.update(sets)
+    return FitConfig.from_mapping(merged, source=path or "--set")
+
+
+def _refuse_existing(path: Path, force: bool, flag: str = "--out") -> None:
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists; choose another {flag} or pass --force")
+
+
+# -- commands -----------------------------------------------------------------------------
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from psvae import synthetic
+
+    out = Path(args.out)
+    _refuse_existing(out, args.force)
+    if args.trials < 1:
+        raise UserError(f"--trials {args.trials}: must be at least 1")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: no such directory for --out")
+    start = time.perf_counter()
+    spec = synthetic.SyntheticSpec(n_trials=args.trials, seed=args.seed)
+    synthetic.write(out, spec)
+    print(
+        f"wrote {out} ({spec.n_trials} trials of {spec.n_frames} frames, {spec.size}x{spec.size}) "
+        f"and its ground truth {synthetic.factors_path(out)} in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from psvae.fit import run_fit
+
+    cfg = load_fit_config(args.config, args.set)
+    summary = run_fit(args.data, cfg, args.out, progress=not args.quiet)
+    m = summary.metrics
+    if summary.status == "diverged":
+        print(f"fit diverged after {summary.epochs_run} epochs (non-finite loss); see {args.out}/metrics.csv")
+        return 1
+    print(
+        f"done: {summary.epochs_run} epochs, best epoch {summary.best_epoch}; "
+        f"val label R2 {m['val_label_r2']:.3f}, val pixel MSE {m['val_pixel_mse']:.3g}, "
+        f"test label R2 {m['test_label_r2']:.3f}\nmodel bundle: {Path(args.out) / 'model'}"
+    )
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    import os
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from psvae.data import frame_shape_of, read_trials
+    from psvae.export import load_model
+    from results_schema import latents_schema
+
+    out = Path(args.out)
+    _refuse_existing(out, args.force)
+    model = load_model(args.model)
+    for path in args.data:
+        shape = frame_shape_of(path)
+        if shape != model.frame_shape:
+            raise UserError(f"{path}: frames of shape {shape}, but the model expects {model.frame_shape}")
+    names = list(model.label_stats.names)
+    schema = latents_schema(names, model.network.n_background, model.network.n_unsupervised)
+    columns: dict[str, list[np.ndarray]] = {f.name: [] for f in schema}
+    for path in args.data:
+        for trial, frames in read_trials(path):
+            enc = model.encode(frames)
+            t = len(frames)
+            columns["session_file"].append(np.full(t, str(path), dtype=object))
+            columns["trial"].append(np.full(t, trial, dtype=object))
+            columns["frame"].append(np.arange(t, dtype=np.int32))
+            for k, name in enumerate(names):
+                columns[f"z_s_{name}"].append(enc.supervised[:, k])
+                columns[f"label_{name}"].append(enc.labels[:, k].astype(np.float32))
+                columns[f"label_z_{name}"].append(enc.labels_z[:, k])
+            for i in range(enc.background.shape[1]):
+                columns[f"z_b_{i}"].append(enc.background[:, i])
+            for i in range(enc.unsupervised.shape[1]):
+                columns[f"z_u_{i}"].append(enc.unsupervised[:, i])
+    table = pa.table(
+        {f.name: pa.array(np.concatenate(columns[f.name]), type=f.type) for f in schema}, schema=schema
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {table.num_rows} frames from {len(args.data)} file(s)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from search import demo
+
+    return demo.run(out=args.out, quick=args.quick)
+
+
+# -- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="psvae", description="Fit and search Partitioned Subspace VAEs on behavioural video."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("synthetic", cmd_synthetic, "Write the built-in synthetic dataset (HDF5) and its ground truth.")
+    p.add_argument("--out", required=True, help="the HDF5 file to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    p = add("fit", cmd_fit, "Fit one model without Ray; rerun the same command to resume.")
+    p.add_argument("--data", required=True, nargs="+", help="one or more HDF5 files")
+    p.add_argument("--config", help="a YAML fit config (nested or dotted keys)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", required=True, help="the fit directory (created; resumed if unfinished)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("encode", cmd_encode, "Encode every trial of HDF5 files with a model bundle into Parquet.")
+    p.add_argument("--model", required=True, help="a model bundle directory")
+    p.add_argument("--data", required=True, nargs="+", help="one or more HDF5 files")
+    p.add_argument("--out", required=True, help="the Parquet file to write")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    p = add("demo", cmd_demo, "Generate the built-in data and fit it end to end.")
+    p.add_argument("--quick", action="store_true", help="a few tiny epochs, to check the installation")
+    p.add_argument("--out", help="the demo's directory (default: a new folder under ./runs)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as err:
+        message = " ".join(str(err).split())  # always one line
+        print(f"psvae: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("psvae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Shared fixtures: small real HDF5 files and a small network so tests stay fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from psvae import synthetic
+from psvae.config import FitConfig
+
+# A narrow network with the paper's layout (5 layers, strides 2,2,2,2,5) for quick CPU tests.
+SMALL_NET = {"model.channels": [4, 8, 8, 8, 8]}
+
+
+def small_config(**overrides: object) -> FitConfig:
+    values: dict[str, object] = {
+        **SMALL_NET,
+        "train.epochs": 3,
+        "train.batch_size": 32,
+        "train.lr": 1e-3,
+        "loss.anneal_epochs": 1,
+        "loss.alpha": 50.0,
+    }
+    values.update(overrides)
+    return FitConfig.from_mapping(values)
+
+
+@pytest.fixture(scope="session")
+def synthetic_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in dataset, 10 trials of 32x32 (one block of the default 8;1;1;0 split)."""
+    path = tmp_path_factory.mktemp("data") / "synthetic.h5"
+    synthetic.write(path, synthetic.SyntheticSpec(n_trials=10, n_frames=40, size=32, seed=3))
+    return path
+
+
+def write_h5(path: Path, groups: dict[str, dict[str, np.ndarray]], attrs: dict | None = None) -> Path:
+    """Write ``{"images": {"trial_0000": array, ...}, "labels": {...}}`` as an HDF5 file."""
+    with h5py.File(path, "w") as f:
+        for group, datasets in groups.items():
+            g = f.create_group(group)
+            for name, array in datasets.items():
+                g.create_dataset(name, data=array)
+        for key, value in (attrs or {}).items():
+            f[key.split("@")[0]].attrs[key.split("@")[1]] = value
+    return path
+
+
+def make_trials(
+    n_trials: int = 10, n_frames: int = 20, size: int = 32, n_labels: int = 2, seed: int = 0
+) -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    names = [f"trial_{i:04d}" for i in range(n_trials)]
+    return {
+        "images": {n: rng.integers(0, 256, (n_frames, 1, size, size), dtype=np.uint8) for n in names},
+        "labels": {n: rng.normal(size=(n_frames, n_labels)).astype(np.float32) for n in names},
+    }
