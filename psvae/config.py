@@ -173,9 +173,7 @@ class FitConfig:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"{source}: unknown key {key!r}{hint}")
             field_type = typing.get_type_hints(section_cls)[field_name]
-            sections.setdefault(section_name, {})[field_name] = _coerce(
-                source, key, value, field_type
-            )
+            sections.setdefault(section_name, {})[field_name] = _coerce(source, key, value, field_type)
         try:
             return cls(**{name: hints[name](**values) for name, values in sections.items()})
         except ConfigError as err:

@@ -194,14 +194,13 @@ def _scan(path: str, require_labels: bool) -> _FileInfo:
                         f"network's minimum of {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE}"
                     )
             elif shape != frame_shape:
-                raise DataError(
-                    f"{where}: frames of shape {shape}, but earlier trials have {frame_shape}"
-                )
+                raise DataError(f"{where}: frames of shape {shape}, but earlier trials have {frame_shape}")
             trials.append(_TrialInfo(name, int(ds.shape[0])))
         assert frame_shape is not None
 
         labels = _group(f, path, "labels", required=require_labels)
-        n_labels, label_names = 0, ()
+        n_labels = 0
+        label_names: tuple[str, ...] = ()
         has_label_masks = False
         if labels is not None:
             _same_trials(path, images, labels, "labels")
@@ -261,7 +260,10 @@ def _check_labels(path: str, labels: h5py.Group, trials: list[_TrialInfo]) -> in
         bad = np.argwhere(np.isinf(values))
         if len(bad):
             frame, col = (int(v) for v in bad[0])
-            raise DataError(f"{where}: value {values[frame, col]} at frame {frame}, column {col}; labels must be finite (use NaN for missing)")
+            raise DataError(
+                f"{where}: value {values[frame, col]} at frame {frame}, column {col}; "
+                "labels must be finite (use NaN for missing)"
+            )
     assert n_labels is not None
     return n_labels
 
@@ -363,14 +365,15 @@ def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_
             )
     trials: list[Trial] = []
     start = 0
-    for session, info in enumerate(infos):
+    for session_id, info in enumerate(infos):
         try:
             assignment = split_trials(len(info.trials), split, split_seed)
         except ValueError as err:
             raise DataError(f"{info.path}: too few trials for data.split: {err}") from None
-        for t, which in zip(info.trials, assignment, strict=True):
-            trials.append(Trial(info.path, t.name, session, start, start + t.n_frames, which))
-            start += t.n_frames
+        for trial_info, which in zip(info.trials, assignment, strict=True):
+            n = trial_info.n_frames
+            trials.append(Trial(info.path, trial_info.name, session_id, start, start + n, which))
+            start += n
 
     n_total, k = start, first.n_labels
     frames = np.empty((n_total, *first.frame_shape), dtype=np.uint8)
@@ -381,10 +384,10 @@ def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_
         if any(info.has_masks for info in infos)
         else None
     )
-    session = np.empty(n_total, dtype=np.int64)
+    session_of_frame = np.empty(n_total, dtype=np.int64)
     for info in infos:
         with h5py.File(info.path, "r") as f:
-            for t in (t for t in trials if t.path == info.path):
+            for t in (trial for trial in trials if trial.path == info.path):
                 sel = np.s_[t.start : t.stop]
                 f["images"][t.name].read_direct(frames, dest_sel=sel)
                 labels[sel] = f["labels"][t.name][()]
@@ -392,7 +395,7 @@ def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_
                     valid[sel] = f["labels_masks"][t.name][()] != 0
                 if info.has_masks and pixel_mask is not None:
                     pixel_mask[sel] = f["masks"][t.name][()] != 0
-                session[sel] = t.session
+                session_of_frame[sel] = t.session
     valid &= ~np.isnan(labels)
 
     is_train = np.zeros(n_total, dtype=bool)
@@ -405,7 +408,9 @@ def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_
         values = labels[use, col]
         name = first.label_names[col]
         if len(values) == 0:
-            raise DataError(f"{first.path}: labels column {col} ({name}) has no valid value on the training frames")
+            raise DataError(
+                f"{first.path}: labels column {col} ({name}) has no valid value on the training frames"
+            )
         mean[col], std[col] = values.mean(), values.std()
         if not std[col] > 0:
             raise DataError(
@@ -419,7 +424,7 @@ def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_
         labels=torch.from_numpy(zscored.astype(np.float32)),
         label_mask=torch.from_numpy(valid.astype(np.float32)),
         pixel_mask=None if pixel_mask is None else torch.from_numpy(pixel_mask),
-        session=torch.from_numpy(session),
+        session=torch.from_numpy(session_of_frame),
         trials=trials,
         label_stats=stats,
     )

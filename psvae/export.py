@@ -68,7 +68,9 @@ class FittedModel:
         if x.ndim == 3:
             x = x.unsqueeze(0)
         if tuple(x.shape[1:]) != self.frame_shape:
-            raise ValueError(f"frames of shape {tuple(x.shape[1:])}, but the model expects {self.frame_shape}")
+            raise ValueError(
+                f"frames of shape {tuple(x.shape[1:])}, but the model expects {self.frame_shape}"
+            )
         device = next(self.network.parameters()).device
         mus = []
         for start in range(0, x.shape[0], batch_size):
@@ -152,8 +154,9 @@ def load_model(path: str | Path, device: str = "cpu") -> FittedModel:
             f"expected {BUNDLE_FORMAT!r} version {BUNDLE_VERSION}"
         )
     config = FitConfig.from_mapping(meta["config"], source=str(path / "config.json"))
+    c, h, w = meta["frame_shape"]
     network = PSVAE(
-        tuple(meta["frame_shape"]),  # type: ignore[arg-type]
+        (int(c), int(h), int(w)),
         int(meta["n_labels"]),
         config.model,
         n_background=int(meta["n_background"]),

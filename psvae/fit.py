@@ -60,7 +60,8 @@ def _check_out_dir(out_dir: Path, fit: dict[str, Any]) -> bool:
     previous = json.loads(fit_file.read_text())
     if previous != json.loads(json.dumps(fit)):
         changed = sorted(
-            k for k in set(previous["config"]) | set(fit["config"])
+            k
+            for k in set(previous["config"]) | set(fit["config"])
             if previous["config"].get(k) != fit["config"].get(k)
         )
         what = f"config keys {', '.join(changed)}" if changed else "data files"
@@ -128,7 +129,9 @@ def run_fit(
             data.label_stats,
             extra={"best_epoch": summary.best_epoch, "status": summary.status},
         )
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.metrics.items()}
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.metrics.items()
+    }
     write_atomic(
         out_dir / "summary.json",
         json.dumps(

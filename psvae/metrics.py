@@ -20,9 +20,7 @@ from torch import Tensor
 from psvae.losses import TERMS
 
 
-def r2_per_column(
-    y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray | None = None
-) -> np.ndarray:
+def r2_per_column(y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """R^2 of each label column over its own unmasked entries, (K,).
 
     The reference flattened all labels into one vector when masks were present; here each

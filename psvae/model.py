@@ -43,25 +43,19 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
-def encoder_geometry(
-    frame_hw: tuple[int, int], kernel: int, strides: tuple[int, ...]
-) -> list[LayerGeometry]:
+def encoder_geometry(frame_hw: tuple[int, int], kernel: int, strides: tuple[int, ...]) -> list[LayerGeometry]:
     layers = []
     h, w = frame_hw
     for stride in strides:
         h_out, h_before, h_after = same_padding(h, kernel, stride)
         w_out, w_before, w_after = same_padding(w, kernel, stride)
-        layers.append(
-            LayerGeometry((h, w), (h_out, w_out), (h_before, w_before), (h_after, w_after))
-        )
+        layers.append(LayerGeometry((h, w), (h_out, w_out), (h_before, w_before), (h_after, w_after)))
         h, w = h_out, w_out
     return layers
 
 
 class Encoder(nn.Module):
-    def __init__(
-        self, n_channels: int, frame_hw: tuple[int, int], cfg: ModelConfig, n_latents: int
-    ) -> None:
+    def __init__(self, n_channels: int, frame_hw: tuple[int, int], cfg: ModelConfig, n_latents: int) -> None:
         super().__init__()
         self.geometry = encoder_geometry(frame_hw, cfg.kernel_size, cfg.strides)
         widths = (n_channels, *cfg.channels)

@@ -71,9 +71,9 @@ def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
     # static background: a soft gradient and a faint fixed texture
     grid = np.arange(s, dtype=np.float32) + 0.5
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    texture = rng.normal(0, 1, size=(s, s)).astype(np.float32)
-    texture = (texture + np.roll(texture, 1, 0) + np.roll(texture, 1, 1) + np.roll(texture, (1, 1), (0, 1))) / 4
-    background = 0.12 + 0.1 * (xx / s) + 0.03 * texture
+    noise = rng.normal(0, 1, size=(s, s))
+    texture = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))) / 4
+    background = (0.12 + 0.1 * (xx / s) + 0.03 * texture).astype(np.float32)
 
     radius = 0.13 * s * factors[..., 2]  # (n, t)
     d = np.sqrt(

@@ -105,9 +105,9 @@ class Trainer:
         self.device = resolve_device(device or cfg.train.device)
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
-        self.model = build_model(cfg, data.frame_shape, data.n_labels).to(
-            self.device, memory_format=torch.channels_last
-        )
+        self.model = build_model(cfg, data.frame_shape, data.n_labels).to(self.device)
+        # channels-last convolutions are markedly faster on CPUs (oneDNN) and GPUs alike
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=cfg.train.lr,
@@ -249,7 +249,9 @@ class Trainer:
             batch = self.data.batch(idx, self.device)
             with self._autocast():
                 mu, _ = self.model.encoder(batch.frames)
-            acc.add(batch.labels, self.model.label_head(mu[:, : self.data.n_labels].float()), batch.label_mask)
+            acc.add(
+                batch.labels, self.model.label_head(mu[:, : self.data.n_labels].float()), batch.label_mask
+            )
         return acc.per_column()
 
     def finish(self) -> FitSummary:
@@ -328,7 +330,8 @@ class Trainer:
 
     def copy_best_model(self) -> PSVAE:
         """A CPU copy of the network with the best weights (for export)."""
-        model = copy.deepcopy(self.model).to("cpu", memory_format=torch.contiguous_format)
+        model = copy.deepcopy(self.model).to("cpu")
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
         return model.eval()

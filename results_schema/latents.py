@@ -16,11 +16,22 @@ def latents_columns(
         ("trial", pa.string(), "trial name in that file (e.g. trial_0003)"),
         ("frame", pa.int32(), "frame index within the trial, from 0"),
     ]
-    cols += [(f"z_s_{n}", pa.float32(), f"supervised latent (posterior mean) tied to label {n}") for n in label_names]
-    cols += [(f"z_b_{i}", pa.float32(), f"background latent {i} (multi-session models)") for i in range(n_background)]
-    cols += [(f"z_u_{i}", pa.float32(), f"unsupervised latent {i} (posterior mean)") for i in range(n_unsupervised)]
+    cols += [
+        (f"z_s_{n}", pa.float32(), f"supervised latent (posterior mean) tied to label {n}")
+        for n in label_names
+    ]
+    cols += [
+        (f"z_b_{i}", pa.float32(), f"background latent {i} (multi-session models)")
+        for i in range(n_background)
+    ]
+    cols += [
+        (f"z_u_{i}", pa.float32(), f"unsupervised latent {i} (posterior mean)") for i in range(n_unsupervised)
+    ]
     cols += [(f"label_{n}", pa.float32(), f"predicted label {n}, in the original units") for n in label_names]
-    cols += [(f"label_z_{n}", pa.float32(), f"predicted label {n}, z-scored with the training statistics") for n in label_names]
+    cols += [
+        (f"label_z_{n}", pa.float32(), f"predicted label {n}, z-scored with the training statistics")
+        for n in label_names
+    ]
     return cols
 
 

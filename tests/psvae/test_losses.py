@@ -122,6 +122,13 @@ def test_psvae_loss_is_the_weighted_sum_of_its_terms():
     labels, pred = torch.randn(m, k, generator=g), torch.randn(m, k, generator=g)
     w = weights_for_epoch(1, alpha=50.0, beta=5.0, anneal_epochs=4, sigma_x=0.5)
     t = psvae_loss(frames, recon, labels, pred, torch.ones(m, k), None, z, mu, logvar, k, 0, 1000, w)
-    total = t["nll_frames"] + 50 * t["nll_labels"] + t["kl_s"] + 0.25 * t["mi"] + 1.25 * t["tc"] + 0.25 * t["dwkl"]
+    total = (
+        t["nll_frames"]
+        + 50 * t["nll_labels"]
+        + t["kl_s"]
+        + 0.25 * t["mi"]
+        + 1.25 * t["tc"]
+        + 0.25 * t["dwkl"]
+    )
     torch.testing.assert_close(t["loss"], total)
     assert set(t) == {"loss", "nll_frames", "nll_labels", "kl_s", "mi", "tc", "dwkl"}

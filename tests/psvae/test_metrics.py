@@ -17,7 +17,10 @@ def test_masked_r2_is_computed_per_column():
     for k in range(2):
         assert got[k] == pytest.approx(_r2(y[mask[:, k], k], y_hat[mask[:, k], k]), rel=1e-9)
     # Flattening both columns into one vector (the reference's way) gives a different number.
-    flat = _r2(np.concatenate([y[mask[:, 0], 0], y[mask[:, 1], 1]]), np.concatenate([y_hat[mask[:, 0], 0], y_hat[mask[:, 1], 1]]))
+    flat = _r2(
+        np.concatenate([y[mask[:, 0], 0], y[mask[:, 1], 1]]),
+        np.concatenate([y_hat[mask[:, 0], 0], y_hat[mask[:, 1], 1]]),
+    )
     assert not np.isclose(flat, got.mean(), atol=1e-3)
 
 

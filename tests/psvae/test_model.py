@@ -30,7 +30,7 @@ def test_decoder_returns_the_input_shape(shape):
     assert out.frames.shape == (2, *shape)
     assert out.mu.shape == out.logvar.shape == out.z.shape == (2, 5)
     assert out.labels.shape == (2, 3)
-    assert 0 < out.frames.min() and out.frames.max() < 1
+    assert out.frames.min() > 0 and out.frames.max() < 1
 
 
 def test_sampling_uses_the_standard_deviation_not_the_variance():
@@ -52,5 +52,7 @@ def test_labels_are_predicted_from_the_supervised_means():
         model.label_head.weight.copy_(torch.tensor([2.0, -1.0]))
         model.label_head.bias.copy_(torch.tensor([0.5, 0.0]))
     out = model(torch.rand(4, 1, 32, 32), generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(out.labels, out.mu[:, :2] * torch.tensor([2.0, -1.0]) + torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(
+        out.labels, out.mu[:, :2] * torch.tensor([2.0, -1.0]) + torch.tensor([0.5, 0.0])
+    )
     torch.testing.assert_close(model.label_head.inverse(out.labels), out.mu[:, :2])

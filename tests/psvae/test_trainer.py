@@ -65,12 +65,21 @@ def test_validation_uses_full_weights_and_test_metrics_come_from_the_best_epoch(
     assert [r.is_best for r in results].count(True) >= 1 and results[best].is_best
     # the validation loss is the full-weight objective: recompute it from its terms
     r = results[0]
-    expected = r.val["nll_frames"] + 50 * r.val["nll_labels"] + r.val["kl_s"] + r.val["mi"] + r.val["tc"] + r.val["dwkl"]
+    expected = (
+        r.val["nll_frames"]
+        + 50 * r.val["nll_labels"]
+        + r.val["kl_s"]
+        + r.val["mi"]
+        + r.val["tc"]
+        + r.val["dwkl"]
+    )
     assert r.val["loss"] == pytest.approx(expected, rel=1e-5)
     summary = trainer.finish()
     assert summary.best_epoch == best
     assert summary.metrics["val_loss"] == pytest.approx(val_losses[best], rel=1e-6)
-    assert {"test_label_r2_x", "test_label_r2_y", "train_mean_abs_corr_u", "test_abs_corr_u01"} <= set(summary.metrics)
+    assert {"test_label_r2_x", "test_label_r2_y", "train_mean_abs_corr_u", "test_abs_corr_u01"} <= set(
+        summary.metrics
+    )
 
 
 def test_bf16_autocast_trains_close_to_float32(data):
