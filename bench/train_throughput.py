@@ -3,20 +3,19 @@
     python bench/train_throughput.py [--sizes 64 128] [--trials 20] [--epochs 2]
 
 For each frame size it fits the built-in data through psvae's Trainer (training epochs, the
-validation pass of every epoch and the final val/test passes all inside the timed span) and
-reports training frames per second. In the same run it times a plain PyTorch loop over the
-same network, data and batch size (contiguous tensors, a validation pass per epoch) as a
-baseline measured under the same machine load, and prints the ratios, including the ratio to
-the reference implementation's own fit loop as measured on this 2-core machine class
-(215 frames/s at 64x64, 67 frames/s at 128x128, counting its validation and test passes).
-Finally it runs ``psvae fit`` on the built-in dataset for one epoch in a child process and
-prints that process's peak resident memory.
+validation pass of every epoch and a test pass inside the timed span) and reports training
+frames per second. In the same run it times the same network written the obvious way
+(psvae.model.plain_encode/plain_decode) in a plain loop over the same data, batch size and
+passes, as a baseline measured under the same machine load. It prints the ratios, and the
+ratio to the reference implementation's own fit loop as measured on this 2-core machine
+class (215 frames/s at 64x64, 67 frames/s at 128x128, counting its validation and test
+passes). First of all it runs ``psvae fit`` on the built-in dataset for two epochs in a child
+process and prints that process's peak resident memory.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,16 @@ from psvae import synthetic
 from psvae.config import FitConfig
 from psvae.data import FrameData, load_data
 from psvae.losses import psvae_loss, weights_for_epoch
+from psvae.model import plain_decode, plain_encode
 from psvae.trainer import Trainer, build_model
 
 REFERENCE_FRAMES_PER_S = {64: 215.0, 128: 67.0}
 
 
-def psvae_trainer(data: FrameData, epochs: int, precision: str) -> float:
-    """Training frames/s of psvae's Trainer, validation and test passes included."""
+def psvae_trainer(data: FrameData, epochs: int, precision: str) -> tuple[float, float]:
+    """Training frames/s of psvae's Trainer over ``epochs`` epochs (each with its validation
+    pass) and a test pass, as the reference's figures count; and the seconds of the
+    end-of-fit metrics (``finish``: val, test and train passes with the best weights)."""
     cfg = FitConfig.from_mapping(
         {"train.epochs": epochs + 1, "loss.anneal_epochs": 1, "train.precision": precision}
     )
@@ -45,17 +47,22 @@ def psvae_trainer(data: FrameData, epochs: int, precision: str) -> float:
     for _ in range(epochs):
         trainer.run_epoch()
         n_train += (data.n_frames("train") // cfg.train.batch_size) * cfg.train.batch_size
+    trainer.evaluate("test")
+    rate = n_train / (time.perf_counter() - start)
+    start = time.perf_counter()
     trainer.finish()
-    return n_train / (time.perf_counter() - start)
+    return rate, time.perf_counter() - start
 
 
 def plain_loop(data: FrameData, epochs: int) -> float:
-    """A straightforward loop over the same network: the same-run baseline."""
+    """The baseline: the same network written the obvious way (F.pad + Conv2d, ConvTranspose2d
+    + crop; contiguous float32 tensors) in a straightforward loop with a validation pass per
+    epoch and a test pass at the end."""
     cfg = FitConfig.from_mapping({"train.epochs": epochs + 1, "loss.anneal_epochs": 1})
     model = build_model(cfg, data.frame_shape, data.n_labels)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, amsgrad=True)
     gen = torch.Generator().manual_seed(0)
-    n_data, bs = data.n_frames("train"), cfg.train.batch_size
+    n_data, bs, k = data.n_frames("train"), cfg.train.batch_size, data.n_labels
     n_train = 0
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -63,10 +70,11 @@ def plain_loop(data: FrameData, epochs: int) -> float:
         model.train()
         for idx in data.train_batches(bs, gen):
             x = data.frames[idx].float() / 255
-            out = model(x, gen)
+            mu, logvar = plain_encode(model, x)
+            z = mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * logvar)
             terms = psvae_loss(
-                x, out.frames, data.labels[idx], out.labels, data.label_mask[idx], None,
-                out.z, out.mu, out.logvar, data.n_labels, 0, n_data, w,
+                x, plain_decode(model, z), data.labels[idx], model.label_head(mu[:, :k]),
+                data.label_mask[idx], None, z, mu, logvar, k, 0, n_data, w,
             )  # fmt: skip
             optimizer.zero_grad()
             terms["loss"].backward()
@@ -76,19 +84,31 @@ def plain_loop(data: FrameData, epochs: int) -> float:
         with torch.no_grad():
             for split in ("val",) if epoch < epochs - 1 else ("val", "test"):
                 for idx in data.eval_batches(split, bs):
-                    model(data.frames[idx].float() / 255)
+                    plain_decode(model, plain_encode(model, data.frames[idx].float() / 255)[0])
     return n_train / (time.perf_counter() - start)
 
 
+PEAK_RSS_OF_FIT = """
+import resource, sys
+from search.cli import main
+code = main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
 def peak_rss_of_fit(workdir: Path) -> float:
-    """Peak resident memory (MiB) of `psvae fit` on the built-in data (40 trials, 64x64)."""
+    """Peak resident memory (MiB) of `psvae fit` on the built-in data (40 trials, 64x64),
+    read inside the fitting process itself."""
     data = synthetic.write(workdir / "builtin.h5")
-    cmd = [
-        sys.executable, "-m", "search.cli", "fit", "--data", str(data), "--out", str(workdir / "fit"),
+    args = [
+        "fit", "--data", str(data), "--out", str(workdir / "fit"),
         "--set", "train.epochs=2", "--set", "loss.anneal_epochs=1", "--quiet",
     ]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_OF_FIT, *args], check=True, capture_output=True, text=True
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
 def main() -> None:
@@ -99,21 +119,24 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 128, default network")
     with tempfile.TemporaryDirectory() as tmp:
+        # measured first, while this process is still small
+        rss = peak_rss_of_fit(Path(tmp))
         for size in args.sizes:
             path = synthetic.write(
                 Path(tmp) / f"syn{size}.h5", synthetic.SyntheticSpec(n_trials=args.trials, size=size)
             )
             data = load_data([str(path)])
             plain = plain_loop(data, args.epochs)
-            ours = psvae_trainer(data, args.epochs, "float32")
-            ours_bf16 = psvae_trainer(data, args.epochs, "bf16")
+            ours, finish = psvae_trainer(data, args.epochs, "float32")
+            ours_bf16, finish_bf16 = psvae_trainer(data, args.epochs, "bf16")
             ref = REFERENCE_FRAMES_PER_S.get(size)
             print(f"\n{size}x{size}: {data.n_frames('train')} training frames, {args.epochs} epochs")
             print(f"  plain PyTorch loop (same run)   {plain:7.1f} frames/s")
             for name, rate in (("psvae float32", ours), ("psvae bf16 autocast", ours_bf16)):
                 vs_ref = f", {rate / ref:.2f}x the reference's {ref:.0f}" if ref else ""
                 print(f"  {name:<31} {rate:7.1f} frames/s: {rate / plain:.2f}x the plain loop{vs_ref}")
-        print(f"\npeak resident memory of `psvae fit` on the built-in data: {peak_rss_of_fit(Path(tmp)):.0f} MiB")
+            print(f"  end-of-fit metrics (once per fit): {finish:.1f} s float32, {finish_bf16:.1f} s bf16")
+        print(f"\npeak resident memory of `psvae fit` on the built-in data: {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import yaml
 from psvae.errors import ConfigError
 
 MODEL_CLASSES = ("ps-vae",)
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("auto", "float32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -104,7 +104,9 @@ class TrainConfig:
     seed_model: int = 0  # network initialisation
     seed_train: int = 0  # minibatch order and the reparameterisation noise
     device: str = "auto"
-    precision: str = "float32"  # or "bf16": autocast of the network to bfloat16
+    # "bf16": the network runs under bfloat16 autocast (the loss stays float32); "auto": bf16
+    # where the device computes bfloat16 natively (recent GPUs and CPUs), else "float32"
+    precision: str = "auto"
     num_threads: int = 0  # CPU threads for torch; 0 = leave torch's default
 
     def __post_init__(self) -> None:

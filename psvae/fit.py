@@ -137,6 +137,7 @@ def run_fit(
         json.dumps(
             {
                 "status": summary.status,
+                "precision": summary.precision,
                 "epochs_run": summary.epochs_run,
                 "best_epoch": summary.best_epoch,
                 "metrics": clean,

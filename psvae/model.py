@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,94 @@ def encoder_geometry(frame_hw: tuple[int, int], kernel: int, strides: tuple[int,
     return layers
 
 
+# Fast but exact formulations of the strided (transposed) convolutions. They use the very same
+# parameters as the nn.Conv2d / nn.ConvTranspose2d modules and compute the same function up to
+# float rounding; only the order of the arithmetic differs.
+
+SUBPIXEL_MIN_FP32 = 16  # in float32 the sub-pixel form only pays off from this input size on
+
+
+def _channels_last(t: Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def patch_linear_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """conv(x) for kernel == stride and no padding (non-overlapping patches) as one matmul."""
+    k, cout = conv.kernel_size[0], conv.out_channels
+    m, c, h, w = x.shape
+    nh, nw = h // k, w // k
+    # (M, H, W, C) -> (M, nh, nw, kh, kw, C): one row of kh * kw * C features per patch
+    patches = x.permute(0, 2, 3, 1).reshape(m, nh, k, nw, k, c).transpose(2, 3)
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(cout, k * k * c)
+    y = F.linear(patches.reshape(m, nh, nw, k * k * c), weight, conv.bias)
+    return y.permute(0, 3, 1, 2)  # (M, C_out, nh, nw), channels-last in memory
+
+
+def _padding(layer: nn.ConvTranspose2d) -> tuple[int, int]:
+    return cast(tuple[int, int], layer.padding)  # always a pair of ints for our layers
+
+
+def patch_linear_deconv(x: Tensor, deconv: nn.ConvTranspose2d, size: tuple[int, int]) -> Tensor:
+    """deconv(x) cropped to ``size`` for kernel == stride (non-overlapping blocks) as one matmul."""
+    k = deconv.kernel_size[0]
+    ph, pw = _padding(deconv)
+    cin, cout = deconv.weight.shape[:2]
+    m, _, nh, nw = x.shape
+    weight = deconv.weight.permute(2, 3, 1, 0).reshape(k * k * cout, cin)  # rows (kh, kw, c)
+    bias = None if deconv.bias is None else deconv.bias.repeat(k * k)
+    y = F.linear(x.permute(0, 2, 3, 1), weight, bias)  # (M, nh, nw, kh * kw * C_out)
+    y = y.view(m, nh, nw, k, k, cout).transpose(2, 3).reshape(m, nh * k, nw * k, cout)
+    # the transposed conv drops ``padding`` pixels at the start; the crop drops the rest
+    return y[:, ph : ph + size[0], pw : pw + size[1]].permute(0, 3, 1, 2)
+
+
+def _subpixel_taps(kernel: int, stride: int, pad: int) -> tuple[list[int], int, int]:
+    """Per-axis taps of a transposed conv rewritten as a stride-1 conv plus pixel shuffle.
+
+    Transposed-conv output o = stride * i + k (i input index, k kernel tap). After dropping
+    ``pad`` leading pixels, output j = stride * m + r (phase r) receives tap
+    k = r + pad - stride * d from input i = m + d. Returns (table, d_min, d_max) where
+    table[r * n_taps + t] is the tap feeding phase r from input m + d_min + t, or ``kernel``
+    (an appended zero tap) if there is none.
+    """
+    ds = [
+        (r + pad - k) // stride for r in range(stride) for k in range(kernel) if (r + pad - k) % stride == 0
+    ]
+    d_min, d_max = min(ds), max(ds)
+    table = [
+        k if 0 <= (k := r + pad - stride * (d_min + t)) < kernel else kernel
+        for r in range(stride)
+        for t in range(d_max - d_min + 1)
+    ]
+    return table, d_min, d_max
+
+
+def subpixel_deconv(x: Tensor, deconv: nn.ConvTranspose2d, size: tuple[int, int]) -> Tensor:
+    """deconv(x) cropped to ``size``, as a stride-1 conv with stride**2 * C_out channels
+    followed by pixel_shuffle; the conv weight is gathered from the deconv weight."""
+    (kh, kw), (s, _), (ph, pw) = deconv.kernel_size, deconv.stride, _padding(deconv)
+    th, dh0, dh1 = _subpixel_taps(kh, s, ph)
+    tw, dw0, dw1 = _subpixel_taps(kw, s, pw)
+    nh, nw = dh1 - dh0 + 1, dw1 - dw0 + 1
+    cin, cout = deconv.weight.shape[:2]
+    w = F.pad(deconv.weight, (0, 1, 0, 1))  # index kh / kw is the zero tap
+    w = w.index_select(2, torch.tensor(th, device=w.device))
+    w = w.index_select(3, torch.tensor(tw, device=w.device))  # (C_in, C_out, s*nh, s*nw)
+    w = w.view(cin, cout, s, nh, s, nw).permute(1, 2, 4, 0, 3, 5)
+    w = w.reshape(cout * s * s, cin, nh, nw)  # channel c * s * s + r_h * s + r_w
+    if _channels_last(x):
+        w = w.contiguous(memory_format=torch.channels_last)
+    b = None if deconv.bias is None else deconv.bias.repeat_interleave(s * s)
+    conv_pad = (min(-dh0, dh1), min(-dw0, dw1))
+    extra = (-dw0 - conv_pad[1], dw1 - conv_pad[1], -dh0 - conv_pad[0], dh1 - conv_pad[0])
+    if any(extra):
+        x = F.pad(x, extra)
+    y = F.pixel_shuffle(F.conv2d(x, w, b, 1, conv_pad), s)
+    if y.shape[-2:] != size:
+        y = y[..., : size[0], : size[1]]
+    return y
+
+
 class Encoder(nn.Module):
     def __init__(self, n_channels: int, frame_hw: tuple[int, int], cfg: ModelConfig, n_latents: int) -> None:
         super().__init__()
@@ -71,10 +160,28 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: (M, C, H, W) in [0, 1] -> mu, logvar: (M, L)."""
-        for conv, g in zip(self.convs, self.geometry, strict=True):
-            # F.pad takes (left, right, top, bottom)
-            x = F.pad(x, (g.pad_before[1], g.pad_after[1], g.pad_before[0], g.pad_after[0]))
-            x = F.leaky_relu(conv(x), LEAK)
+        for layer, g in zip(self.convs, self.geometry, strict=True):
+            conv = cast(nn.Conv2d, layer)
+            patches = conv.kernel_size == conv.stride and conv.stride[0] == conv.stride[1]
+            # symmetric padding goes into the convolution, only the excess through F.pad
+            sym = (
+                (0, 0)
+                if patches
+                else (min(g.pad_before[0], g.pad_after[0]), min(g.pad_before[1], g.pad_after[1]))
+            )
+            extra = (
+                g.pad_before[1] - sym[1],
+                g.pad_after[1] - sym[1],
+                g.pad_before[0] - sym[0],
+                g.pad_after[0] - sym[0],
+            )
+            if any(extra):  # F.pad takes (left, right, top, bottom)
+                x = F.pad(x, extra)
+            if patches:
+                x = patch_linear_conv(x, conv)
+            else:
+                x = F.conv2d(x, conv.weight, conv.bias, cast(tuple[int, int], conv.stride), sym)
+            x = F.leaky_relu(x, LEAK)
         x = x.flatten(1)  # (M, C_last * h * w)
         return self.mu(x), self.logvar(x)
 
@@ -101,14 +208,31 @@ class Decoder(nn.Module):
             )
         )
 
+    def _layer(self, x: Tensor, deconv: nn.ConvTranspose2d, size: tuple[int, int]) -> Tensor:
+        (kh, kw), (sh, sw) = deconv.kernel_size, deconv.stride
+        if kh == kw == sh == sw:
+            return patch_linear_deconv(x, deconv, size)
+        low_precision = torch.is_autocast_enabled(x.device.type) or x.dtype != torch.float32
+        if (
+            sh == sw > 1
+            and kh >= sh
+            and kw >= sw
+            and (low_precision or min(x.shape[-2:]) >= SUBPIXEL_MIN_FP32)
+        ):
+            return subpixel_deconv(x, deconv, size)
+        x = deconv(x)
+        if x.shape[-2:] != size:
+            # The transposed convolution already dropped pad_before on both sides; cropping to
+            # the encoder layer's input size drops the rest of pad_after.
+            x = x[..., : size[0], : size[1]]
+        return x
+
     def forward(self, z: Tensor) -> Tensor:
         """z: (M, L_in) -> frames (M, C, H, W) in (0, 1)."""
         x = self.linear(z).view(-1, *self.bottleneck)  # (M, C_last, h, w)
         last = len(self.deconvs) - 1
-        for i, (deconv, g) in enumerate(zip(self.deconvs, self.geometry, strict=True)):
-            # The transposed convolution already dropped pad_before on both sides; cropping to
-            # the encoder layer's input size drops the rest of pad_after.
-            x = deconv(x)[..., : g.size_in[0], : g.size_in[1]]
+        for i, (layer, g) in enumerate(zip(self.deconvs, self.geometry, strict=True)):
+            x = self._layer(x, cast(nn.ConvTranspose2d, layer), g.size_in)
             x = torch.sigmoid(x) if i == last else F.leaky_relu(x, LEAK)
         return x
 
@@ -189,6 +313,35 @@ class PSVAE(nn.Module):
             frames=self.decoder(z),
             labels=self.label_head(mu[:, : self.n_labels]),
         )
+
+
+def plain_encode(model: PSVAE, frames: Tensor) -> tuple[Tensor, Tensor]:
+    """The encoder written the obvious way (F.pad + Conv2d): mu, logvar (M, L).
+
+    With :func:`plain_decode` this is the specification the fast layers above are tested
+    against, and the baseline bench/ times them against; training never uses it.
+    """
+    x = frames
+    for conv, g in zip(model.encoder.convs, model.encoder.geometry, strict=True):
+        x = F.pad(x, (g.pad_before[1], g.pad_after[1], g.pad_before[0], g.pad_after[0]))
+        x = F.leaky_relu(conv(x), LEAK)
+    x = x.flatten(1)
+    return model.encoder.mu(x), model.encoder.logvar(x)
+
+
+def plain_decode(model: PSVAE, z: Tensor) -> Tensor:
+    """The decoder written the obvious way (ConvTranspose2d, then crop): frames (M, C, H, W)."""
+    y = model.decoder.linear(z).view(-1, *model.decoder.bottleneck)
+    last = len(model.decoder.deconvs) - 1
+    for i, (deconv, g) in enumerate(zip(model.decoder.deconvs, model.decoder.geometry, strict=True)):
+        y = deconv(y)[..., : g.size_in[0], : g.size_in[1]]
+        y = torch.sigmoid(y) if i == last else F.leaky_relu(y, LEAK)
+    return y
+
+
+def plain_forward(model: PSVAE, frames: Tensor) -> Tensor:
+    """Reconstruction from the posterior means, through the plain layers."""
+    return plain_decode(model, plain_encode(model, frames)[0])
 
 
 def count_parameters(model: nn.Module) -> int:

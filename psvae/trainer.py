@@ -32,11 +32,11 @@ from psvae.data import FrameData
 from psvae.losses import LossWeights, psvae_loss, weights_for_epoch
 from psvae.metrics import (
     EpochAccumulator,
-    R2Accumulator,
     abs_corr_first_two,
     mean_abs_pairwise_corr,
 )
 from psvae.model import PSVAE
+from psvae.runtime import keep_large_allocations, resolve_device, resolve_precision
 
 CHECKPOINT_FORMAT = 1
 
@@ -76,19 +76,10 @@ class FitSummary:
     """The outcome of a fit, with metrics computed from the best checkpoint."""
 
     status: str  # "completed" or "diverged"
+    precision: str  # as resolved: "float32" or "bf16"
     epochs_run: int
     best_epoch: int | None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from psvae.errors import ConfigError
-
-        raise ConfigError("train.device = 'cuda': no CUDA device is available here")
-    return torch.device(name)
 
 
 def build_model(cfg: FitConfig, frame_shape: tuple[int, int, int], n_labels: int) -> PSVAE:
@@ -103,6 +94,9 @@ class Trainer:
         self.cfg = cfg
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        if self.device.type == "cpu":
+            keep_large_allocations()
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         self.model = build_model(cfg, data.frame_shape, data.n_labels).to(self.device)
@@ -126,7 +120,7 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cfg.train.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -176,17 +170,26 @@ class Trainer:
         return acc.result()
 
     @torch.no_grad()
-    def evaluate(self, split: str) -> dict[str, float]:
-        """Loss terms and errors on ``split`` with the posterior means and full weights."""
+    def _evaluate(self, split: str, keep_latents: bool = False) -> tuple[EpochAccumulator, np.ndarray]:
+        """One pass over ``split`` with the posterior means and full weights; also returns the
+        means (N, L) when ``keep_latents``."""
         self.model.eval()
         weights = self._weights(0, full=True)
         n_data = self.data.n_frames(split)
         acc = EpochAccumulator(self.data.n_labels, self.device)
+        latents = []
         for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
             batch = self.data.batch(idx, self.device)
             terms, out = self._terms(batch, weights, n_data, sample=False)
             self._accumulate(acc, terms, out, batch)
-        return acc.result()
+            if keep_latents:
+                latents.append(out.mu.float().cpu().numpy())
+        empty = np.zeros((0, self.model.n_latents), np.float32)
+        return acc, np.concatenate(latents) if latents else empty
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Loss terms and errors on ``split`` with the posterior means and full weights."""
+        return self._evaluate(split)[0].result()
 
     def run_epoch(self) -> EpochResult:
         epoch = self.epoch
@@ -241,40 +244,30 @@ class Trainer:
             chunks.append(mu.float().cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, self.model.n_latents), np.float32)
 
-    @torch.no_grad()
-    def label_r2_per_column(self, split: str) -> np.ndarray:
-        self.model.eval()
-        acc = R2Accumulator(self.data.n_labels, self.device)
-        for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
-            batch = self.data.batch(idx, self.device)
-            with self._autocast():
-                mu, _ = self.model.encoder(batch.frames)
-            acc.add(
-                batch.labels, self.model.label_head(mu[:, : self.data.n_labels].float()), batch.label_mask
-            )
-        return acc.per_column()
-
     def finish(self) -> FitSummary:
-        """Load the best weights and compute the per-fit metrics with them."""
+        """Load the best weights and compute the per-fit metrics with them: one pass over
+        each of val, test and train."""
         status = "diverged" if self.status == "diverged" else "completed"
         if self.best_state is None:
-            return FitSummary(status, self.epoch, None, {})
+            return FitSummary(status, self.precision, self.epoch, None, {})
         self.load_best()
         metrics: dict[str, float] = {}
         names = self.data.label_stats.names
+        first_u = self.data.n_labels
         for split in ("val", "test"):
-            result = self.evaluate(split)
+            acc, latents = self._evaluate(split, keep_latents=split == "test")
+            result = acc.result()
             for key in ("loss", "pixel_mse", "label_mse", "label_r2"):
                 metrics[f"{split}_{key}"] = result[key]
             if split == "val":
                 for key in ("mi", "tc", "dwkl"):
                     metrics[f"val_{key}"] = result[key]
-            for name, r2 in zip(names, self.label_r2_per_column(split), strict=True):
+            for name, r2 in zip(names, acc.r2.per_column(), strict=True):
                 metrics[f"{split}_label_r2_{name}"] = float(r2)
-        first_u = self.data.n_labels
+            if split == "test":
+                metrics["test_abs_corr_u01"] = abs_corr_first_two(latents[:, first_u:])
         metrics["train_mean_abs_corr_u"] = mean_abs_pairwise_corr(self.latents("train")[:, first_u:])
-        metrics["test_abs_corr_u01"] = abs_corr_first_two(self.latents("test")[:, first_u:])
-        return FitSummary(status, self.epoch, self.best_epoch, metrics)
+        return FitSummary(status, self.precision, self.epoch, self.best_epoch, metrics)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

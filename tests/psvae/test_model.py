@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from psvae.config import ModelConfig
-from psvae.model import PSVAE, count_parameters, same_padding
+from psvae.model import PSVAE, count_parameters, plain_forward, same_padding
 
 
 def test_default_network_has_the_papers_parameter_count():
@@ -56,3 +56,56 @@ def test_labels_are_predicted_from_the_supervised_means():
         out.labels, out.mu[:, :2] * torch.tensor([2.0, -1.0]) + torch.tensor([0.5, 0.0])
     )
     torch.testing.assert_close(model.label_head.inverse(out.labels), out.mu[:, :2])
+
+
+# -- the fast formulations compute the same function as PyTorch's own layers -------------
+@pytest.mark.parametrize("shape", [(1, 64, 64), (1, 128, 128), (2, 65, 100), (3, 33, 47)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_layers_match_plain_convolutions(shape, channels_last):
+    torch.manual_seed(0)
+    model = PSVAE(shape, 2, ModelConfig(channels=(8, 16, 16, 32, 32)))
+    x = torch.rand(3, *shape)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = plain_forward(model, x)
+    torch.testing.assert_close(model(x).frames, expected, atol=1e-5, rtol=1e-4)
+    # gradients agree too
+    model(x).frames.square().sum().backward()
+    fast_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    plain_forward(model, x).square().sum().backward()
+    plain_grads = [p.grad for p in model.parameters() if p.grad is not None]
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("size", [4, 8, 16, 32])
+def test_subpixel_and_patch_forms_match_transposed_convolutions(size):
+    from psvae.model import patch_linear_conv, patch_linear_deconv, same_padding, subpixel_deconv
+
+    torch.manual_seed(1)
+    x = torch.randn(2, 6, size, size)
+    for stride, kernel in ((2, 5), (3, 5), (2, 3)):
+        _, before, _ = same_padding(size * stride, kernel, stride)
+        deconv = torch.nn.ConvTranspose2d(6, 4, kernel, stride=stride, padding=before)
+        out = (size * stride, size * stride)
+        torch.testing.assert_close(
+            subpixel_deconv(x, deconv, out), deconv(x)[..., : out[0], : out[1]], atol=1e-5, rtol=1e-4
+        )
+    deconv = torch.nn.ConvTranspose2d(6, 4, 5, stride=5, padding=1)
+    out = (size * 5 - 2, size * 5 - 2)
+    torch.testing.assert_close(
+        patch_linear_deconv(x, deconv, out), deconv(x)[..., : out[0], : out[1]], atol=1e-5, rtol=1e-4
+    )
+    conv = torch.nn.Conv2d(6, 4, 2, stride=2)
+    torch.testing.assert_close(patch_linear_conv(x, conv), conv(x), atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_autocast_forward_is_close_to_float32():
+    torch.manual_seed(2)
+    model = PSVAE((1, 64, 64), 2, ModelConfig(channels=(8, 16, 16, 32, 32)))
+    x = torch.rand(4, 1, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x).frames.float()
+    torch.testing.assert_close(low, model(x).frames, atol=2e-2, rtol=0)
