@@ -83,9 +83,12 @@ def decomposed_kl(z: Tensor, mu: Tensor, logvar: Tensor, n_data: int) -> tuple[T
     """Index-code MI, total correlation and dimension-wise KL by minibatch-weighted sampling.
 
     z, mu, logvar: (M, U). ``n_data`` is N, the number of frames in the dataset the batch was
-    drawn from. The log(N * M) constants are kept, so that MI + TC + DWKL equals
-    mean_j [log q(z_j | x_j) - log p(z_j)] exactly. The estimates are biased for small M.
-    Returns three scalars.
+    drawn from. The log(N * M) constants of beta-TCVAE are kept (the reference drops them), so
+    that MI + TC + DWKL equals mean_j [log q(z_j | x_j) - log p(z_j)] exactly. Each of the
+    U + 1 log-density estimates carries -log(N * M), which shifts TC by (U - 1) log(N * M)
+    against a constant-free estimate and by (U - 1) log N against the 1/M-weighted one: TC
+    values compare within a dataset, not across datasets. The estimates are biased for small
+    M. Gradients do not depend on the constants. Returns three scalars.
     """
     m = z.shape[0]
     log_nm = math.log(n_data * m)
