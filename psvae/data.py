@@ -16,9 +16,11 @@ validation and test sets, in blocks placed by a seeded RNG.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -300,6 +302,37 @@ class FrameData:
             )
             for split in SPLITS
         }
+
+    def to_arrays(self) -> dict[str, Any]:
+        """Plain numpy arrays and small records, for sharing one copy between processes
+        (Ray's object store keeps numpy arrays once per node and maps them read-only)."""
+        return {
+            "frames": self.frames.numpy(),
+            "labels": self.labels.numpy(),
+            "label_mask": self.label_mask.numpy(),
+            "pixel_mask": None if self.pixel_mask is None else self.pixel_mask.numpy(),
+            "session": self.session.numpy(),
+            "trials": self.trials,
+            "label_stats": self.label_stats,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any]) -> FrameData:
+        """The inverse of :meth:`to_arrays`, without copying the (read-only) arrays."""
+        with warnings.catch_warnings():
+            # shared arrays are read-only; FrameData never writes to them
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = {k: torch.from_numpy(arrays[k]) for k in ("frames", "labels", "label_mask", "session")}
+            pixel_mask = None if arrays["pixel_mask"] is None else torch.from_numpy(arrays["pixel_mask"])
+        return cls(
+            frames=tensors["frames"],
+            labels=tensors["labels"],
+            label_mask=tensors["label_mask"],
+            pixel_mask=pixel_mask,
+            session=tensors["session"],
+            trials=list(arrays["trials"]),
+            label_stats=arrays["label_stats"],
+        )
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:

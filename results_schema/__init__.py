@@ -6,5 +6,22 @@ someone who has never seen the code.
 """
 
 from results_schema.latents import LATENTS_VERSION, latents_schema
+from results_schema.tables import (
+    EPOCH_METRICS,
+    EPOCHS_VERSION,
+    TRIALS_VERSION,
+    describe,
+    epochs_schema,
+    trials_schema,
+)
 
-__all__ = ["LATENTS_VERSION", "latents_schema"]
+__all__ = [
+    "EPOCHS_VERSION",
+    "EPOCH_METRICS",
+    "LATENTS_VERSION",
+    "TRIALS_VERSION",
+    "describe",
+    "epochs_schema",
+    "latents_schema",
+    "trials_schema",
+]

@@ -133,6 +133,55 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(spec: Any, run_id: str, storage: str | None, address: str | None) -> int:
+    from search.run import Interrupted, SearchError, resolve_storage, run_search
+
+    root = resolve_storage(storage)
+    try:
+        run_dir = run_search(spec, run_id, root, address)
+    except Interrupted as err:
+        print(f"psvae: {err}; continue with: psvae resume {root / run_id}", file=sys.stderr)
+        return 130
+    except SearchError as err:
+        print(f"psvae: search failed: {err}", file=sys.stderr)
+        return 1
+    print(f"run directory: {run_dir}\nexport the selected model with: psvae export {run_dir} --out DIR")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from search.spec import load_spec
+
+    spec = load_spec(args.config, alpha=args.alpha, beta=args.beta)
+    run_id = args.run_id or time.strftime("search-%Y%m%d-%H%M%S")
+    return _search(spec, run_id, args.storage, args.address)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from search.run import read_manifest
+    from search.spec import SearchSpec
+
+    run_dir = Path(args.run_dir).resolve()
+    manifest = read_manifest(run_dir)
+    spec = SearchSpec.from_dict(manifest["spec"])
+    return _search(spec, manifest["run_id"], str(run_dir.parent), args.address)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from search.status import status_text
+
+    print(status_text(Path(args.run_dir)))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from search.export import export_run
+
+    out = export_run(args.run_dir, args.out, force=args.force)
+    print(f"exported the selected model to {out} (load it with psvae.load_model)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from search import demo
 
@@ -170,7 +219,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the Parquet file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
-    p = add("demo", cmd_demo, "Generate the built-in data and fit it end to end.")
+    p = add("search", cmd_search, "Run the staged alpha -> beta -> seeds search on Ray Tune.")
+    p.add_argument("--config", required=True, help="the search config (YAML)")
+    p.add_argument("--run-id", help="the run's name (default: search-<date>-<time>); reuse it to resume")
+    p.add_argument("--storage", help="where run directories live (default: ./runs)")
+    p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
+    p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
+    p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
+
+    p = add("resume", cmd_resume, "Continue a search run where it stopped.")
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
+
+    p = add("status", cmd_status, "Show a run's stages, trials and decisions.")
+    p.add_argument("run_dir", help="the run directory")
+
+    p = add("export", cmd_export, "Write the selected model's bundle and selection.json.")
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("--out", required=True, help="the directory to create")
+    p.add_argument("--force", action="store_true", help="replace an existing directory")
+
+    p = add("demo", cmd_demo, "Generate the built-in data and run the whole staged search on a local Ray.")
     p.add_argument("--quick", action="store_true", help="a few tiny epochs, to check the installation")
     p.add_argument("--out", help="the demo's directory (default: a new folder under ./runs)")
     return parser

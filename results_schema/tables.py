@@ -1,0 +1,169 @@
+"""The search's result tables (written by ``search.results``):
+
+* ``trials``: one row per trial of a search stage;
+* ``epochs``: one row per epoch of each trial.
+
+These functions are the only place their columns are spelled out.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TRIALS_VERSION = 1
+EPOCHS_VERSION = 1
+
+# Per-epoch metric names; each appears as ``train_<name>`` and ``val_<name>`` in ``epochs``.
+EPOCH_METRICS: tuple[str, ...] = (
+    "loss",
+    "nll_frames",
+    "nll_labels",
+    "kl_s",
+    "mi",
+    "tc",
+    "dwkl",
+    "pixel_mse",
+    "label_mse",
+    "label_r2",
+)
+
+_EPOCH_METRIC_TEXT = {
+    "loss": "objective: nll_frames + alpha*nll_labels + kl_s + k_e*(mi + dwkl) + beta_e*tc, mean per frame",
+    "nll_frames": "Gaussian negative log-likelihood of the frames, mean per frame",
+    "nll_labels": "Gaussian negative log-likelihood of the labels, mean per frame",
+    "kl_s": "KL of the supervised latents to N(0, I)",
+    "mi": "index-code mutual information of the unsupervised latents",
+    "tc": "total correlation of the unsupervised latents (beta-TCVAE estimate with log(N*M) constants)",
+    "dwkl": "dimension-wise KL of the unsupervised latents",
+    "pixel_mse": "mean squared error of the reconstructed frames over unmasked pixels",
+    "label_mse": "mean squared error of the predicted labels, z-scored units, over unmasked entries",
+    "label_r2": "R^2 of the predicted labels, variance-weighted over labels",
+}
+
+_EPOCH_PREFIX_TEXT = {
+    "train": "average over the epoch's training batches with the annealed weights",
+    "val": "validation set, posterior means and the full weights",
+}
+
+# (name, type, nullable, description) of the key columns shared by both tables.
+_KEYS: list[tuple[str, pa.DataType, bool, str]] = [
+    ("run_id", pa.string(), False, "identifier of the search run"),
+    ("stage", pa.string(), False, "search stage that ran the trial (e.g. alpha, beta, seeds)"),
+    ("trial_id", pa.string(), False, "trial identifier, unique within the run"),
+]
+
+
+def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
+    """(name, type, nullable, description) of every ``trials`` column, in order."""
+    f64, i32, s = pa.float64(), pa.int32(), pa.string()
+    cols = list(_KEYS)
+    cols += [
+        ("status", s, False, "how the trial ended: completed, diverged or failed"),
+        ("error", s, True, "why the trial diverged or failed; null when it completed"),
+        ("alpha", f64, True, "hyperparameter alpha: weight of the label log-likelihood"),
+        (
+            "beta",
+            f64,
+            True,
+            "hyperparameter beta: weight of the total correlation of the unsupervised latents",
+        ),
+        ("n_unsupervised", i32, True, "hyperparameter: number of unsupervised latents"),
+        ("seed_model", i32, True, "hyperparameter: seed of the network initialisation"),
+        ("epochs_run", i32, True, "number of epochs trained"),
+        (
+            "best_epoch",
+            i32,
+            True,
+            "epoch (from 0) with the lowest validation loss; its weights give the metrics",
+        ),
+        ("precision", s, True, "numeric precision of training as resolved (float32 or bf16)"),
+        ("wall_seconds", f64, True, "wall-clock time of the trial in seconds"),
+        ("val_loss", f64, True, "validation loss with the best weights, mean per frame"),
+        ("val_pixel_mse", f64, True, "validation mean squared error of the frames over unmasked pixels"),
+        ("val_label_mse", f64, True, "validation mean squared error of the labels (z-scored units)"),
+        ("val_label_r2", f64, True, "validation R^2 of the labels, variance-weighted over labels"),
+        ("val_mi", f64, True, "validation index-code mutual information of the unsupervised latents"),
+        ("val_tc", f64, True, "validation total correlation of the unsupervised latents"),
+        ("val_dwkl", f64, True, "validation dimension-wise KL of the unsupervised latents"),
+        ("test_loss", f64, True, "test loss with the best weights, mean per frame"),
+        ("test_pixel_mse", f64, True, "test mean squared error of the frames over unmasked pixels"),
+        ("test_label_mse", f64, True, "test mean squared error of the labels (z-scored units)"),
+        ("test_label_r2", f64, True, "test R^2 of the labels, variance-weighted over labels"),
+        (
+            "train_mean_abs_corr_u",
+            f64,
+            True,
+            "beta selection statistic: mean |r| over all pairs of unsupervised latents on training frames",
+        ),
+        (
+            "test_abs_corr_u01",
+            f64,
+            True,
+            "|r| of unsupervised latents 0 and 1 on test frames (the reference implementation's variant)",
+        ),
+        ("label_names", pa.list_(s), True, "names of the labels, in model order"),
+        ("val_label_r2_per_label", pa.list_(f64), True, "validation R^2 of each label, in label_names order"),
+        ("test_label_r2_per_label", pa.list_(f64), True, "test R^2 of each label, in label_names order"),
+        ("config_json", s, True, "the trial's full fit config as JSON, flat dotted keys"),
+        ("checkpoint", s, True, "where the trial's last checkpoint is (a path or URI)"),
+    ]
+    return cols
+
+
+def epochs_columns() -> list[tuple[str, pa.DataType, bool, str]]:
+    """(name, type, nullable, description) of every ``epochs`` column, in order."""
+    f64 = pa.float64()
+    cols = list(_KEYS)
+    cols += [
+        ("epoch", pa.int32(), False, "epoch index, from 0"),
+        ("status", pa.string(), True, "running, or diverged if a loss was not finite"),
+        ("alpha", f64, True, "weight of the label log-likelihood (never annealed)"),
+        ("beta_e", f64, True, "weight of the total correlation in force this epoch (beta * k_e)"),
+        ("k_e", f64, True, "annealing weight of the unsupervised KL terms this epoch, 0 to 1"),
+        ("is_best", pa.bool_(), True, "whether this epoch had the lowest validation loss so far"),
+        ("seconds", f64, True, "wall-clock time of the epoch (training and validation) in seconds"),
+    ]
+    for prefix in ("train", "val"):
+        cols += [
+            (f"{prefix}_{name}", f64, True, f"{_EPOCH_METRIC_TEXT[name]}; {_EPOCH_PREFIX_TEXT[prefix]}")
+            for name in EPOCH_METRICS
+        ]
+    return cols
+
+
+def _schema(table: str, version: int, columns: list[tuple[str, pa.DataType, bool, str]]) -> pa.Schema:
+    fields = [
+        pa.field(name, dtype, nullable=nullable, metadata={"description": text})
+        for name, dtype, nullable, text in columns
+    ]
+    return pa.schema(fields, metadata={"table": table, "version": str(version)})
+
+
+def trials_schema() -> pa.Schema:
+    return _schema("trials", TRIALS_VERSION, trials_columns())
+
+
+def epochs_schema() -> pa.Schema:
+    return _schema("epochs", EPOCHS_VERSION, epochs_columns())
+
+
+def _type_name(dtype: pa.DataType) -> str:
+    if isinstance(dtype, pa.ListType):
+        return f"list<{_type_name(dtype.value_type)}>"
+    if pa.types.is_boolean(dtype):
+        return "bool"
+    if pa.types.is_float64(dtype):
+        return "float64"
+    return str(dtype)
+
+
+def describe(schema: pa.Schema) -> str:
+    """A Markdown table of the schema's columns: name, type, whether it may be null, meaning."""
+    lines = ["| column | type | null | meaning |", "|---|---|---|---|"]
+    for field in schema:
+        meta = field.metadata or {}
+        text = meta.get(b"description", b"").decode().replace("|", "\\|")
+        lines.append(
+            f"| `{field.name}` | {_type_name(field.type)} | {'yes' if field.nullable else 'no'} | {text} |"
+        )
+    return "\n".join(lines) + "\n"

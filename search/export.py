@@ -1,0 +1,51 @@
+"""``psvae export``: the selected model's bundle plus the evidence for choosing it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from psvae.errors import UserError
+from search.run import read_manifest
+from search.trainable import BUNDLE
+
+
+def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Copy the selected trial's bundle to ``out`` and write ``selection.json`` beside it.
+
+    The copy is made in a temporary directory next to ``out`` and renamed into place, so an
+    existing export is replaced only with ``force`` and only once the new one is complete.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    manifest = read_manifest(run_dir)
+    selected = manifest.get("selected")
+    if not selected:
+        raise UserError(f"{run_dir}: the search has not selected a model yet (status {manifest['status']})")
+    if out.exists() and not force:
+        raise UserError(f"{out}: already exists; choose another --out or pass --force")
+    bundle = Path(selected["checkpoint"]) / BUNDLE
+    if not (bundle / "weights.pt").is_file():
+        raise UserError(f"{bundle}: the selected trial's model bundle is missing")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        staged = tmp / "bundle"
+        shutil.copytree(bundle, staged)
+        selection = {
+            "run_id": manifest["run_id"],
+            "spec_hash": manifest["spec_hash"],
+            "selected": selected,
+            "stages": {
+                name: {k: record.get(k) for k in ("status", "varies", "fixed", "decision", "value", "rule")}
+                for name, record in manifest["stages"].items()
+            },
+        }
+        (staged / "selection.json").write_text(json.dumps(selection, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        staged.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,165 @@
+"""The search's result tables on disk: one Parquet file per table and stage.
+
+Layout (see ``results_schema/README.md``)::
+
+    <results_dir>/trials/stage-<stage>/part-0.parquet
+    <results_dir>/epochs/stage-<stage>/part-0.parquet
+
+Each file holds every row of its stage, ``stage`` column included, with the exact schema from
+``results_schema``. A stage is always written whole, so rewriting it replaces its rows and
+leaves the other stages alone. The partition folders are deliberately *not* named
+``stage=<stage>``: pyarrow would then infer a dictionary-typed ``stage`` partition column that
+clashes with the string column in the files, and a plain ``pandas.read_parquet(<table dir>)``
+would fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from results_schema import epochs_schema, trials_schema
+
+TABLES: dict[str, Callable[[], pa.Schema]] = {"trials": trials_schema, "epochs": epochs_schema}
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "trials": ("stage", "trial_id"),
+    "epochs": ("stage", "trial_id", "epoch"),
+}
+STAGE_DIR_PREFIX = "stage-"
+PART_FILE = "part-0.parquet"
+# Stage names become folder names; a leading "." or "_" would make Parquet readers skip the folder.
+_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+PathLike = str | os.PathLike[str]
+
+
+def _schema(table_name: str) -> pa.Schema:
+    if table_name not in TABLES:
+        raise ValueError(f"unknown table {table_name!r}; expected one of {sorted(TABLES)}")
+    return TABLES[table_name]()
+
+
+def _stage_file(results_dir: PathLike, table_name: str, stage: str) -> Path:
+    if not isinstance(stage, str) or not _STAGE_NAME.fullmatch(stage):
+        raise ValueError(
+            f"invalid stage name {stage!r}: letters, digits, '_', '.', '-', starting with a letter or digit"
+        )
+    return Path(results_dir) / table_name / f"{STAGE_DIR_PREFIX}{stage}" / PART_FILE
+
+
+def _to_arrow(schema: pa.Schema, stage: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts keyed by column name) as a table with exactly ``schema``."""
+    known = set(schema.names)
+    table_name = schema.metadata[b"table"].decode()
+    required = [f.name for f in schema if not f.nullable]
+    for i, row in enumerate(rows):
+        unknown = [key for key in row if key not in known]
+        if unknown:
+            raise ValueError(f"row {i}: unknown column {unknown[0]!r} (not in the {table_name} schema)")
+        for name in required:
+            if row.get(name) is None:
+                raise ValueError(f"row {i}: column {name!r} is missing or null but may not be null")
+        if row["stage"] != stage:
+            raise ValueError(f"row {i}: column 'stage' is {row['stage']!r} but this is stage {stage!r}")
+    arrays = []
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        try:
+            # from_pandas=False (the default): NaN stays NaN, only None becomes null.
+            arrays.append(pa.array(values, type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as err:
+            raise ValueError(
+                f"column {field.name!r}: cannot store the values as {field.type}: {err}"
+            ) from err
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write_file_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    The temporary file lives in the same folder (so the rename is atomic) and starts with ".",
+    which Parquet dataset readers skip. This is the only function that writes files.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # Make the rename itself durable; not possible on every platform.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_stage(
+    results_dir: PathLike, table_name: str, stage: str, rows: Sequence[Mapping[str, Any]]
+) -> Path:
+    """Write all rows of ``stage`` to ``table_name``, replacing what the stage had; returns the file.
+
+    Missing nullable columns become null; unknown columns, missing or null not-null columns, a
+    ``stage`` value other than ``stage`` and values of the wrong type raise ``ValueError``.
+    An empty ``rows`` writes an empty file with the schema.
+    """
+    schema = _schema(table_name)
+    path = _stage_file(results_dir, table_name, stage)
+    table = _to_arrow(schema, stage, rows)
+    table = table.sort_by([(key, "ascending") for key in SORT_KEYS[table_name]])
+    _write_file_atomic(table, path)
+    return path
+
+
+def stages_written(results_dir: PathLike, table_name: str) -> list[str]:
+    """The stages of ``table_name`` that have a file, sorted."""
+    _schema(table_name)
+    base = Path(results_dir) / table_name
+    if not base.is_dir():
+        return []
+    stages = [
+        p.parent.name.removeprefix(STAGE_DIR_PREFIX)
+        for p in base.glob(f"{STAGE_DIR_PREFIX}*/{PART_FILE}")
+        if p.is_file()
+    ]
+    return sorted(stages)
+
+
+def read_table(results_dir: PathLike, table_name: str) -> pd.DataFrame:
+    """Every stage of ``table_name`` as one DataFrame, ordered by stage, trial_id (and epoch).
+
+    Nothing written gives an empty DataFrame with the schema's columns.
+    """
+    schema = _schema(table_name)
+    files = [_stage_file(results_dir, table_name, s) for s in stages_written(results_dir, table_name)]
+    if not files:
+        return schema.empty_table().to_pandas()
+    version = schema.metadata[b"version"]
+    for file in files:
+        found = (pq.read_schema(file).metadata or {}).get(b"version", b"(none)")
+        if found != version:
+            raise ValueError(
+                f"{file}: {table_name} schema version {found.decode()}, expected {version.decode()}; "
+                "rewrite the stage"
+            )
+    # An explicit list of files: no partition inference, so ``stage`` comes only from the files.
+    table = ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
+    table = table.sort_by([(key, "ascending") for key in SORT_KEYS[table_name]])
+    return table.to_pandas()

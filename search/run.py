@@ -1,0 +1,312 @@
+"""The staged search driver: one Tune experiment per stage, decisions in ``manifest.json``.
+
+    <storage>/<run_id>/
+      manifest.json    spec, spec hash, each stage's decision with its evidence (atomic)
+      <stage>/         the stage's Tune experiment (restored if present)
+      results/         Parquet tables trials and epochs, partitioned by stage
+      export/          the selected model (written by ``psvae export`` / the demo)
+
+Running the same spec again continues the run: finished stages are not re-run, the current
+stage is restored from its trials' checkpoints, and a changed spec is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from psvae.errors import UserError
+from search.spec import SearchSpec, StageSpec
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+HYPERPARAMETERS = {
+    "alpha": "loss.alpha",
+    "beta": "loss.beta",
+    "n_unsupervised": "model.n_unsupervised",
+    "seed_model": "train.seed_model",
+}
+# what each stage's decision fixes for the stages after it
+STAGE_FIXES = {"alpha": ("alpha", "n_unsupervised"), "beta": ("beta",), "seeds": ("seed_model",)}
+
+
+class SearchError(Exception):
+    """The search cannot go on (e.g. a stage has no usable trial); not an input error."""
+
+
+class Interrupted(Exception):
+    """The stage's experiment ended with unfinished trials (e.g. after Ctrl-C)."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a search run directory (no {MANIFEST})")
+    return dict(json.loads(path.read_text()))
+
+
+def resolve_storage(storage: str | None) -> Path:
+    """An absolute, writable local directory (URIs are for cluster runs)."""
+    if storage and "://" in storage and not storage.startswith("file://"):
+        raise UserError(f"--storage {storage}: only local paths are supported by this command so far")
+    path = Path((storage or "runs").removeprefix("file://")).expanduser().resolve()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--storage {storage or path}: {probe} is not a writable directory")
+    return path
+
+
+def open_run(spec: SearchSpec, storage: Path, run_id: str) -> tuple[Path, dict[str, Any]]:
+    """Create the run directory and manifest, or check that an existing one is this spec's."""
+    run_dir = storage / run_id
+    if (run_dir / MANIFEST).is_file():
+        manifest = read_manifest(run_dir)
+        if manifest["spec_hash"] != spec.spec_hash():
+            raise UserError(
+                f"{run_dir}: was started with a different search spec (hash {manifest['spec_hash']}, "
+                f"now {spec.spec_hash()}); use a new --run-id, or the original config to resume"
+            )
+        return run_dir, manifest
+    if run_dir.exists() and any(p.name != "inputs" for p in run_dir.iterdir()):
+        raise UserError(f"{run_dir}: exists and is not a search run; choose another --run-id")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "run_id": run_id,
+        "spec_hash": spec.spec_hash(),
+        "spec": spec.to_dict(),
+        "created": now(),
+        "status": "running",
+        "stages": {},
+        "selected": None,
+    }
+    write_json_atomic(run_dir / MANIFEST, manifest)
+    return run_dir, manifest
+
+
+def chosen_overrides(manifest: dict[str, Any], spec: SearchSpec) -> dict[str, Any]:
+    """The fit-config keys fixed so far: by hand, or by the decisions of finished stages."""
+    out: dict[str, Any] = {}
+    if spec.alpha is not None:
+        out["loss.alpha"] = spec.alpha
+    if spec.beta is not None:
+        out["loss.beta"] = spec.beta
+    for stage in spec.stages:
+        record = manifest["stages"].get(stage.name)
+        if record is None or record["status"] != "done":
+            break
+        chosen = record["decision"]["chosen"]
+        for name in STAGE_FIXES[stage.name]:
+            out[HYPERPARAMETERS[name]] = chosen[name]
+    return out
+
+
+def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One trials row and its epochs rows from a Tune result."""
+    from search.trainable import HISTORY
+
+    metrics = dict(result.metrics or {})
+    config = {**result.config["base"], **result.config["trial"]}
+    trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+    error: str | None
+    if result.error is not None:
+        status, error = "failed", str(result.error).strip().splitlines()[-1][:500]
+    elif metrics.get("done"):
+        status = metrics["fit_status"]
+        error = f"non-finite loss at epoch {metrics['epochs_run'] - 1}" if status == "diverged" else None
+    else:
+        status, error = "failed", "stopped before the end of its fit"
+    names = list(metrics.get("label_names") or [])
+    history: list[dict[str, Any]] = []
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            if (Path(d) / HISTORY).is_file():
+                history = json.loads((Path(d) / HISTORY).read_text())
+
+    def metric(key: str) -> float:
+        value = metrics.get(key)
+        return float("nan") if value is None else float(value)
+
+    row = {
+        "run_id": run_id,
+        "stage": stage,
+        "trial_id": trial_id,
+        "status": status,
+        "error": error,
+        "alpha": float(config["loss.alpha"]),
+        "beta": float(config["loss.beta"]),
+        "n_unsupervised": int(config["model.n_unsupervised"]),
+        "seed_model": int(config["train.seed_model"]),
+        "epochs_run": metrics.get("epochs_run", len(history)),
+        "best_epoch": metrics.get("best_epoch"),
+        "precision": metrics.get("precision"),
+        "wall_seconds": metrics.get("time_total_s"),
+        "label_names": names,
+        "val_label_r2_per_label": [metric(f"val_label_r2_{n}") for n in names],
+        "test_label_r2_per_label": [metric(f"test_label_r2_{n}") for n in names],
+        "config_json": json.dumps(config, sort_keys=True),
+        "checkpoint": None if result.checkpoint is None else str(result.checkpoint.path),
+    }
+    for key in (
+        "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",
+        "test_loss", "test_pixel_mse", "test_label_mse", "test_label_r2",
+        "train_mean_abs_corr_u", "test_abs_corr_u01",
+    ):  # fmt: skip
+        row[key] = metric(key)
+    epochs = [
+        {
+            "run_id": run_id,
+            "stage": stage,
+            "trial_id": trial_id,
+            **{k: (float("nan") if v is None else v) for k, v in h.items()},
+        }
+        for h in history
+    ]
+    return row, epochs
+
+
+def run_stage(
+    stage: StageSpec,
+    spec: SearchSpec,
+    run_dir: Path,
+    data_arrays: dict[str, Any],
+    fixed: dict[str, Any],
+) -> Any:
+    """Run (or restore and finish) the stage's Tune experiment; returns its ResultGrid."""
+    from ray import tune
+
+    from search.trainable import train_psvae
+
+    base = {**spec.fit, **fixed, "train.num_threads": max(1, int(spec.resources.cpus_per_trial))}
+    trainable = tune.with_resources(
+        tune.with_parameters(train_psvae, data=data_arrays),
+        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+    )
+    path = run_dir / stage.name
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"base": base, "trial": tune.grid_search(stage.trial_overrides())},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None),
+            run_config=tune.RunConfig(
+                name=stage.name,
+                storage_path=str(run_dir),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+    unfinished = [
+        t.trial_id
+        for t in tune.ExperimentAnalysis(str(path)).trials
+        if t.status not in ("TERMINATED", "ERROR")
+    ]
+    if unfinished:
+        raise Interrupted(f"stage {stage.name}: {len(unfinished)} trial(s) unfinished")
+    return grid
+
+
+def run_search(
+    spec: SearchSpec,
+    run_id: str,
+    storage: Path,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run or resume the staged search; returns the run directory."""
+    import ray
+
+    from psvae.data import load_data
+    from search import results, selection
+
+    run_dir, manifest = open_run(spec, storage, run_id)
+    # Tune's own console output is replaced by one line per stage and decision
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    base_cfg = spec.base_config()
+    data = load_data(list(spec.data), base_cfg.data.split, base_cfg.data.split_seed)
+    arrays = data.to_arrays()
+    for name, value in (("alpha", spec.alpha), ("beta", spec.beta)):
+        if value is not None and name not in manifest["stages"]:
+            manifest["stages"][name] = {"status": "fixed", "value": value, "rule": "fixed by hand"}
+    last_decision: dict[str, Any] | None = None
+    for stage in spec.stages:
+        record = manifest["stages"].get(stage.name)
+        if record is not None and record["status"] == "done":
+            log(f"stage {stage.name}: done earlier, chose {record['decision']['chosen']}")
+            last_decision = record["decision"] | {"stage": stage.name}
+            continue
+        fixed = chosen_overrides(manifest, spec)
+        log(f"stage {stage.name}: {len(stage.trial_overrides())} trials varying {stage.key}, fixed {fixed}")
+        start = time.perf_counter()
+        manifest["stages"][stage.name] = {"status": "running", "started": now()}
+        write_json_atomic(run_dir / MANIFEST, manifest)
+        grid = run_stage(stage, spec, run_dir, arrays, fixed)
+        rows, epoch_rows = [], []
+        for result in grid:
+            row, epochs = _trial_row(result, run_id, stage.name)
+            rows.append(row)
+            epoch_rows.extend(epochs)
+        rows.sort(key=lambda r: r["trial_id"])
+        results.write_stage(run_dir / "results", "trials", stage.name, rows)
+        results.write_stage(run_dir / "results", "epochs", stage.name, epoch_rows)
+        import pandas as pd
+
+        try:
+            decision = selection.select(stage.rule, pd.DataFrame(rows), **stage.rule_params)
+        except selection.SelectionError as err:
+            manifest["stages"][stage.name] = {"status": "failed", "error": str(err), "finished": now()}
+            manifest["status"] = "failed"
+            write_json_atomic(run_dir / MANIFEST, manifest)
+            raise SearchError(f"stage {stage.name}: {err}") from None
+        checkpoint = next(r["checkpoint"] for r in rows if r["trial_id"] == decision.trial_id)
+        manifest["stages"][stage.name] = {
+            "status": "done",
+            "started": manifest["stages"][stage.name]["started"],
+            "finished": now(),
+            "seconds": round(time.perf_counter() - start, 1),
+            "varies": stage.key,
+            "fixed": fixed,
+            "decision": decision.to_dict() | {"checkpoint": checkpoint},
+        }
+        write_json_atomic(run_dir / MANIFEST, manifest)
+        last_decision = manifest["stages"][stage.name]["decision"] | {"stage": stage.name}
+        log(f"stage {stage.name}: chose {decision.chosen} ({decision.explanation})")
+
+    assert last_decision is not None
+    manifest["selected"] = {
+        "stage": last_decision["stage"],
+        "trial_id": last_decision["trial_id"],
+        "chosen": last_decision["chosen"],
+        "checkpoint": last_decision["checkpoint"],
+    }
+    manifest["status"] = "done"
+    manifest["finished"] = now()
+    write_json_atomic(run_dir / MANIFEST, manifest)
+    return run_dir

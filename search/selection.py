@@ -1,0 +1,491 @@
+"""Selection rules: which trial of a finished stage the next stage builds on.
+
+Each rule is a pure function of one stage's results table (a DataFrame, one row per trial) and
+returns a :class:`Decision`: the chosen trial, its hyperparameters, every trial of the input with
+why it was or was not in the running, and a sentence with the numbers behind the choice.
+
+A trial is *usable* when its status is ``"completed"`` and its hyperparameters and the metrics
+the rule reads are finite. Every other trial is kept in ``Decision.table`` with the reason it was
+excluded, so a diverged run with a deceptively good last metric is visible but never chosen.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HYPERPARAMETERS: tuple[str, ...] = ("alpha", "beta", "n_unsupervised", "seed_model")
+"""The hyperparameter columns every results table has, in the order they are reported."""
+
+INTEGER_HYPERPARAMETERS = frozenset({"n_unsupervised", "seed_model"})
+"""The hyperparameters reported as Python ints (pandas may hold them as floats beside NaN)."""
+
+PIXEL = "val_pixel_mse"
+"""Column: mean squared pixel error of the reconstruction on validation frames."""
+
+LABEL = "val_label_mse"
+"""Column: mean squared error of the supervised latents against the labels on validation frames."""
+
+CORRELATION = "train_mean_abs_corr_u"
+"""Column: mean |Pearson r| over all pairs of unsupervised latents on training frames."""
+
+COMPLETED = "completed"
+"""The only status whose trials can be chosen."""
+
+# Two metric values closer than this are a tie: trials that differ only by float noise should be
+# ordered by the documented tie-breaks, not by which rounding happened to come out lower.
+_TIE_RTOL = 1e-9
+_TIE_ATOL = 1e-12
+
+_ORDER = tuple[tuple[str, bool], ...]
+"""A tie-break order: (column, larger_is_better) pairs, applied one after another."""
+
+
+class SelectionError(ValueError):
+    """No trial of the stage can be chosen: the table is empty or every trial is excluded."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one selection rule applied to one stage's results table."""
+
+    rule: str
+    """Name of the rule, a key of :data:`RULES`."""
+    params: dict[str, Any]
+    """The rule's parameters as used, e.g. ``{"tolerance": 0.05}``."""
+    trial_id: str
+    """The chosen trial."""
+    chosen: dict[str, float | int]
+    """The chosen trial's hyperparameters: alpha and beta as floats, n_unsupervised and seed_model as ints."""
+    table: list[dict[str, Any]]
+    """One entry per input trial, in input order: trial_id, status, hyperparameters, the metrics the
+    rule read, ``excluded`` (None or the reason), ``candidate`` and, for alpha_utopia, ``distance``."""
+    explanation: str
+    """One or two sentences with the numbers that decided the choice."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision as plain JSON-serialisable data; NaN and infinities become None."""
+        return {
+            "rule": self.rule,
+            "params": _jsonable(self.params),
+            "trial_id": self.trial_id,
+            "chosen": _jsonable(self.chosen),
+            "table": _jsonable(self.table),
+            "explanation": self.explanation,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars turned into Python ones and non-finite floats into None."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    # Strict JSON has no NaN or Infinity; None is what a reader can parse everywhere.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening: which trials are usable, and why the others are not
+
+
+@dataclass(frozen=True)
+class _Exclusion:
+    """Why one trial cannot be chosen, worded for the table and for an error message."""
+
+    reason: str
+    """For ``Decision.table``: ``"diverged: non-finite loss at epoch 3"``."""
+    summary: str
+    """For :class:`SelectionError`: ``"t1 diverged (non-finite loss at epoch 3)"``."""
+
+
+@dataclass(frozen=True)
+class _Screened:
+    """A stage's trials in input order, each paired with None or why it cannot be chosen."""
+
+    records: tuple[dict[str, Any], ...]
+    """One dict per trial: trial_id and status as str, error as str or None, numbers as float."""
+    exclusions: tuple[_Exclusion | None, ...]
+
+    @property
+    def usable(self) -> list[dict[str, Any]]:
+        """The records that a rule may choose from."""
+        return [rec for rec, excl in zip(self.records, self.exclusions, strict=True) if excl is None]
+
+    @property
+    def n_excluded(self) -> int:
+        """How many trials of the input cannot be chosen."""
+        return sum(excl is not None for excl in self.exclusions)
+
+
+def _error_text(error: object) -> str | None:
+    """The error text on one line, or None when there is none."""
+    if error is None or error is pd.NA or (isinstance(error, float) and math.isnan(error)):
+        return None
+    # Tracebacks span lines; the reason has to fit one line of a table or message.
+    text = " ".join(str(error).split())
+    return text or None
+
+
+def _exclusion(record: dict[str, Any], metrics: Sequence[str]) -> _Exclusion | None:
+    """None when ``record`` is usable for a rule reading ``metrics``, else why it is not."""
+    trial_id, status = record["trial_id"], record["status"]
+    if status != COMPLETED:
+        detail = record["error"]
+        if detail is None:
+            return _Exclusion(status, f"{trial_id} {status}")
+        return _Exclusion(f"{status}: {detail}", f"{trial_id} {status} ({detail})")
+    for kind, names in (("hyperparameter", HYPERPARAMETERS), ("metric", metrics)):
+        missing = [name for name in names if not math.isfinite(record[name])]
+        if missing:
+            reason = f"missing {kind} {', '.join(missing)}"
+            return _Exclusion(reason, f"{trial_id} {reason}")
+    return None
+
+
+def _numeric_column(table: pd.DataFrame, name: str) -> np.ndarray:
+    """Column ``name`` as float64, missing values as NaN."""
+    try:
+        return table[name].to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"table column {name}: must be numeric ({err})") from None
+
+
+def _records(table: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """The columns a rule needs, one plain dict per row, after checking the table's shape."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table = {type(table).__name__}: must be a pandas DataFrame")
+    needed = ["trial_id", "status", "error", *HYPERPARAMETERS, *metrics]
+    missing = [name for name in needed if name not in table.columns]
+    if missing:
+        raise ValueError(
+            f"table: missing column {', '.join(missing)} (has: {', '.join(map(str, table.columns))})"
+        )
+    trial_ids = [str(value) for value in table["trial_id"]]
+    counts = pd.Series(trial_ids).value_counts()
+    if (counts > 1).any():
+        duplicate = str(counts.index[0])
+        raise ValueError(f"table: trial_id {duplicate!r} appears {int(counts.iloc[0])} times")
+    numbers = {name: _numeric_column(table, name) for name in (*HYPERPARAMETERS, *metrics)}
+    return [
+        {
+            "trial_id": trial_id,
+            "status": str(status),
+            "error": _error_text(error),
+            **{name: float(values[i]) for name, values in numbers.items()},
+        }
+        for i, (trial_id, status, error) in enumerate(
+            zip(trial_ids, table["status"], table["error"], strict=True)
+        )
+    ]
+
+
+def _screen(table: pd.DataFrame, metrics: Sequence[str]) -> _Screened:
+    """Split the stage's trials into usable ones and excluded ones with their reasons.
+
+    Raises SelectionError when the table is empty or no trial is usable.
+    """
+    if isinstance(table, pd.DataFrame) and table.empty:
+        raise SelectionError("no trials")
+    records = _records(table, metrics)
+    exclusions = tuple(_exclusion(record, metrics) for record in records)
+    if all(excl is not None for excl in exclusions):
+        summaries = "; ".join(excl.summary for excl in exclusions if excl is not None)
+        raise SelectionError(f"no usable trial: {summaries}")
+    return _Screened(tuple(records), exclusions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small numeric helpers
+
+
+def _close(values: np.ndarray, target: float) -> np.ndarray:
+    """Mask of ``values`` equal to ``target`` up to float noise (the rules' notion of a tie)."""
+    return np.isclose(values, target, rtol=_TIE_RTOL, atol=_TIE_ATOL)
+
+
+def _column(records: Iterable[dict[str, Any]], name: str) -> np.ndarray:
+    """Values of ``name`` across ``records`` as a float array."""
+    return np.array([record[name] for record in records], dtype=float)
+
+
+def _tied_best(records: Sequence[dict[str, Any]], name: str, larger_is_better: bool) -> list[dict[str, Any]]:
+    """The records whose ``name`` ties with the best value (smallest, or largest if asked)."""
+    values = _column(records, name)
+    best = values.max() if larger_is_better else values.min()
+    return [record for record, tied in zip(records, _close(values, best), strict=True) if tied]
+
+
+def _best(records: Sequence[dict[str, Any]], order: _ORDER) -> dict[str, Any]:
+    """The best record by ``order``, each step keeping only ties; the smaller trial_id settles the rest."""
+    remaining = list(records)
+    for name, larger_is_better in order:
+        remaining = _tied_best(remaining, name, larger_is_better)
+    return min(remaining, key=lambda record: record["trial_id"])
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    """``values`` scaled to [0, 1]; a constant column scales to 0 (no spread, nothing to trade)."""
+    span = values.max() - values.min()
+    if span == 0:
+        return np.zeros_like(values)
+    return (values - values.min()) / span
+
+
+def _pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Mask of rows of ``points`` (n x k, lower is better) that no other row dominates.
+
+    A row is dominated by another that is at least as good on every column and strictly better on
+    one; identical rows do not dominate each other, so both stay on the front.
+    """
+    at_least_as_good = np.all(points[None, :, :] <= points[:, None, :], axis=2)
+    strictly_better = np.any(points[None, :, :] < points[:, None, :], axis=2)
+    return ~np.any(at_least_as_good & strictly_better, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _hyperparameter(name: str, value: float) -> float | int:
+    """A hyperparameter value as the Python type it is reported with."""
+    if name in INTEGER_HYPERPARAMETERS and value.is_integer():
+        return int(value)
+    return value
+
+
+def _chosen(record: dict[str, Any]) -> dict[str, float | int]:
+    """The hyperparameters of a (usable, hence finite) record."""
+    return {name: _hyperparameter(name, record[name]) for name in HYPERPARAMETERS}
+
+
+def _table(
+    screened: _Screened,
+    metrics: Sequence[str],
+    candidates: set[str],
+    distances: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """``Decision.table``: every input trial with what the rule read and whether it was in the running."""
+    rows = []
+    for record, exclusion in zip(screened.records, screened.exclusions, strict=True):
+        row: dict[str, Any] = {"trial_id": record["trial_id"], "status": record["status"]}
+        for name in HYPERPARAMETERS:
+            value = record[name]
+            # Excluded trials may lack a hyperparameter; NaN keeps the column float until to_dict.
+            row[name] = _hyperparameter(name, value) if math.isfinite(value) else value
+        row.update({name: record[name] for name in metrics})
+        row["excluded"] = None if exclusion is None else exclusion.reason
+        row["candidate"] = record["trial_id"] in candidates
+        if distances is not None:
+            row["distance"] = distances.get(record["trial_id"])
+        rows.append(row)
+    return rows
+
+
+def _label_names(usable: Sequence[dict[str, Any]], primary: Sequence[str]) -> list[str]:
+    """The hyperparameters that name a trial: ``primary`` plus any other that varies among ``usable``."""
+    return [
+        name for name in HYPERPARAMETERS if name in primary or len({record[name] for record in usable}) > 1
+    ]
+
+
+def _label(record: dict[str, Any], names: Sequence[str]) -> str:
+    """``"alpha=500, n_unsupervised=2"`` for ``record``."""
+    return ", ".join(f"{name}={_hyperparameter(name, record[name]):g}" for name in names)
+
+
+def _excluded_note(screened: _Screened) -> str:
+    """A sentence counting excluded trials, or nothing when none were."""
+    if screened.n_excluded == 0:
+        return ""
+    return f" {screened.n_excluded} of {len(screened.records)} trials excluded (see table)."
+
+
+def _tie_note(n_tied: int, metric: str, broken_by: str) -> str:
+    """A clause saying a tie on ``metric`` was broken, or nothing when there was no tie."""
+    if n_tied <= 1:
+        return ""
+    others = n_tied - 1
+    return f" (tied with {others} other{'s' if others > 1 else ''} on {metric}; {broken_by} wins)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+def _check_tolerance(tolerance: object) -> float:
+    """``tolerance`` as a float, or ValueError when it is not a finite number >= 0."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.integer | np.floating):
+        raise ValueError(f"tolerance = {tolerance!r}: must be a number >= 0")
+    value = float(tolerance)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"tolerance = {tolerance!r}: must be a number >= 0")
+    return value
+
+
+def alpha_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
+    """The alpha (and n_unsupervised) rule: lowest label error among trials with near-best pixel error.
+
+    With p* the lowest val_pixel_mse of the usable trials, the candidates are the trials with
+    val_pixel_mse <= (1 + tolerance) * p*; the chosen one has the lowest val_label_mse among them.
+    Ties on label error go to the larger alpha, then the smaller trial_id.
+
+    Rationale: as alpha grows the label error keeps falling while the pixel error barely moves,
+    until the supervised term starts to cost reconstruction; ``tolerance`` makes "barely" explicit.
+    When the table also sweeps n_unsupervised, the choice is the (alpha, n_unsupervised) pair of
+    the chosen row.
+    """
+    tolerance = _check_tolerance(tolerance)
+    metrics = (PIXEL, LABEL)
+    screened = _screen(table, metrics)
+    usable = screened.usable
+
+    pixel = _column(usable, PIXEL)
+    best_pixel = float(pixel.min())
+    bound = (1 + tolerance) * best_pixel
+    # A trial exactly on the bound is inside, also when rounding puts it a hair above.
+    in_band = (pixel <= bound) | _close(pixel, bound)
+    candidates = [record for record, inside in zip(usable, in_band, strict=True) if inside]
+    order: _ORDER = ((LABEL, False), ("alpha", True))
+    chosen = _best(candidates, order)
+
+    names = _label_names(usable, ("alpha",))
+    pixel_leader = _best(usable, ((PIXEL, False), ("alpha", True)))
+    n_tied = len(_tied_best(candidates, LABEL, larger_is_better=False))
+    explanation = (
+        f"lowest val pixel MSE {best_pixel:.3g} ({_label(pixel_leader, names)}); "
+        f"{len(candidates)} of {len(usable)} usable trials within {tolerance * 100:g}% of it; "
+        f"of those {_label(chosen, names)} has the lowest val label MSE {chosen[LABEL]:.3g}"
+        f"{_tie_note(n_tied, 'val label MSE', 'the larger alpha')}."
+        f"{_excluded_note(screened)}"
+    )
+    return Decision(
+        rule="alpha_tolerance",
+        params={"tolerance": tolerance},
+        trial_id=chosen["trial_id"],
+        chosen=_chosen(chosen),
+        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        explanation=explanation,
+    )
+
+
+def alpha_utopia(table: pd.DataFrame) -> Decision:
+    """The alpha rule without a tolerance: the Pareto-optimal trial nearest the utopia point.
+
+    val_pixel_mse and val_label_mse of the usable trials are min-max scaled to [0, 1] (a constant
+    column scales to 0), so neither metric's units dominate. Of the Pareto-optimal trials (none
+    other at least as good on both and strictly better on one) the chosen one is nearest (Euclidean)
+    to (0, 0), the point where both errors are at their best. Ties go to the larger alpha, then the
+    smaller trial_id.
+    """
+    metrics = (PIXEL, LABEL)
+    screened = _screen(table, metrics)
+    usable = screened.usable
+
+    raw = np.column_stack([_column(usable, PIXEL), _column(usable, LABEL)])
+    # Dominance on the raw values: scaling preserves it, and raw values carry no rounding of their own.
+    on_front = _pareto_mask(raw)
+    scaled = np.column_stack([_min_max(raw[:, 0]), _min_max(raw[:, 1])])
+    distance = np.hypot(scaled[:, 0], scaled[:, 1])
+    scored = [{**record, "distance": float(d)} for record, d in zip(usable, distance, strict=True)]
+    front = [record for record, keep in zip(scored, on_front, strict=True) if keep]
+    chosen = _best(front, (("distance", False), ("alpha", True)))
+
+    names = _label_names(usable, ("alpha",))
+    n_tied = len(_tied_best(front, "distance", larger_is_better=False))
+    explanation = (
+        f"{len(front)} of {len(usable)} usable trials are Pareto-optimal on (val pixel MSE, val label MSE); "
+        f"{_label(chosen, names)} is nearest the utopia point after min-max scaling, at distance "
+        f"{chosen['distance']:.3g} (val pixel MSE {chosen[PIXEL]:.3g}, val label MSE {chosen[LABEL]:.3g})"
+        f"{_tie_note(n_tied, 'distance', 'the larger alpha')}."
+        f"{_excluded_note(screened)}"
+    )
+    return Decision(
+        rule="alpha_utopia",
+        params={},
+        trial_id=chosen["trial_id"],
+        chosen=_chosen(chosen),
+        table=_table(
+            screened,
+            metrics,
+            {record["trial_id"] for record in front},
+            {record["trial_id"]: record["distance"] for record in scored},
+        ),
+        explanation=explanation,
+    )
+
+
+def lowest_correlation(table: pd.DataFrame) -> Decision:
+    """The beta and seeds rule: the least correlated unsupervised latents.
+
+    Chooses the usable trial with the lowest train_mean_abs_corr_u (mean |Pearson r| over pairs of
+    unsupervised latents on training frames): beta and the seed are there to disentangle those
+    latents, and the label and pixel errors barely depend on them. Ties go to the lower
+    val_pixel_mse, then the smaller trial_id.
+    """
+    metrics = (CORRELATION, PIXEL)
+    screened = _screen(table, metrics)
+    usable = screened.usable
+    chosen = _best(usable, ((CORRELATION, False), (PIXEL, False)))
+
+    names = _label_names(usable, ("beta", "seed_model"))
+    n_tied = len(_tied_best(usable, CORRELATION, larger_is_better=False))
+    tie = _tie_note(n_tied, "|r|", f"the lower val pixel MSE {chosen[PIXEL]:.3g}")
+    explanation = (
+        f"{_label(chosen, names)} has the lowest mean |r| between unsupervised latents on training "
+        f"frames, {chosen[CORRELATION]:.3g}, of {len(usable)} usable trials{tie}."
+        f"{_excluded_note(screened)}"
+    )
+    return Decision(
+        rule="lowest_correlation",
+        params={},
+        trial_id=chosen["trial_id"],
+        chosen=_chosen(chosen),
+        table=_table(screened, metrics, {record["trial_id"] for record in usable}),
+        explanation=explanation,
+    )
+
+
+RULES: dict[str, Callable[..., Decision]] = {
+    "alpha_tolerance": alpha_tolerance,
+    "alpha_utopia": alpha_utopia,
+    "lowest_correlation": lowest_correlation,
+}
+"""The selection rules by name, as a stage configuration names them."""
+
+
+def rule_params(rule: str) -> tuple[str, ...]:
+    """The parameter names rule ``rule`` accepts besides the table."""
+    function = _rule(rule)
+    return tuple(name for name in inspect.signature(function).parameters if name != "table")
+
+
+def _rule(rule: str) -> Callable[..., Decision]:
+    """The function registered as ``rule``, or ValueError naming the known ones."""
+    try:
+        return RULES[rule]
+    except KeyError:
+        raise ValueError(f"rule = {rule!r}: unknown; known rules: {', '.join(RULES)}") from None
+
+
+def select(rule: str, table: pd.DataFrame, **params: Any) -> Decision:
+    """Apply the rule named ``rule`` to one stage's results table with ``params``."""
+    function = _rule(rule)
+    accepted = rule_params(rule)
+    for name, value in params.items():
+        if name not in accepted:
+            raise ValueError(
+                f"{name} = {value!r}: not a parameter of rule {rule} "
+                f"(it takes: {', '.join(accepted) or 'no parameters'})"
+            )
+    return function(table, **params)

@@ -1,0 +1,281 @@
+"""The search spec: data, the base fit config, and the stages, read from YAML.
+
+    data: [session1.h5]            # paths relative to this file
+    fit: {train: {epochs: 50}}     # applied to every trial (nested or dotted keys)
+    alpha: null                    # a number fixes alpha by hand and skips the alpha stage
+    beta: null                     # likewise for beta
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 0}
+    max_failures: 2                # retries of a trial whose worker dies
+    stages:                        # default: the guide's alpha -> beta -> seeds
+      - {name: alpha, values: [50, 100, 500, 1000], n_unsupervised: [2]}
+      - {name: beta, values: [1, 5, 10, 20]}
+      - {name: seeds, values: [0, 1, 2]}
+
+Stages are data: each names the config key it varies and the selection rule that picks
+from its results. Everything is checked here, before Ray starts or any trial runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from psvae.config import FitConfig
+from psvae.errors import ConfigError
+
+# stage name -> (the fit-config key it varies, the default values, the default rule)
+STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
+    "alpha": ("loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_tolerance"),
+    "beta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
+    "seeds": ("train.seed_model", (0, 1, 2), "lowest_correlation"),
+}
+ALGORITHMS = ("grid",)
+TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "stages"}
+STAGE_KEYS = {"name", "algorithm", "values", "n_unsupervised", "rule", "rule_params"}
+RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str  # alpha, beta or seeds
+    values: tuple[float, ...]  # values of the key the stage varies
+    rule: str
+    rule_params: dict[str, Any] = field(default_factory=dict)
+    algorithm: str = "grid"
+    n_unsupervised: tuple[int, ...] = ()  # alpha stage only: also sweep U
+
+    @property
+    def key(self) -> str:
+        return STAGE_KINDS[self.name][0]
+
+    def trial_overrides(self) -> list[dict[str, Any]]:
+        """One dict of dotted fit-config keys per trial of this stage."""
+        out = []
+        for value in self.values:
+            cast = int(value) if self.name == "seeds" else float(value)
+            for u in self.n_unsupervised or (None,):
+                trial: dict[str, Any] = {self.key: cast}
+                if u is not None:
+                    trial["model.n_unsupervised"] = int(u)
+                out.append(trial)
+        return out
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0  # 0: as many as the resources allow
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    data: tuple[str, ...]  # absolute paths
+    fit: dict[str, Any]  # flat dotted keys of the base fit config
+    stages: tuple[StageSpec, ...]
+    alpha: float | None = None
+    beta: float | None = None
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    def spec_hash(self) -> str:
+        """Hash of everything that changes results (not resources, which only change speed)."""
+        d = self.to_dict()
+        d.pop("resources")
+        d.pop("max_failures")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SearchSpec:
+        stages = tuple(
+            StageSpec(
+                name=s["name"],
+                values=tuple(s["values"]),
+                rule=s["rule"],
+                rule_params=dict(s.get("rule_params", {})),
+                algorithm=s.get("algorithm", "grid"),
+                n_unsupervised=tuple(s.get("n_unsupervised", ())),
+            )
+            for s in d["stages"]
+        )
+        return cls(
+            data=tuple(d["data"]),
+            fit=dict(d["fit"]),
+            stages=stages,
+            alpha=d.get("alpha"),
+            beta=d.get("beta"),
+            resources=Resources(**d.get("resources", {})),
+            max_failures=int(d.get("max_failures", 2)),
+        )
+
+    def base_config(self) -> FitConfig:
+        return FitConfig.from_mapping(self.fit, source="fit")
+
+
+def default_stages() -> list[dict[str, Any]]:
+    return [{"name": name} for name in STAGE_KINDS]
+
+
+def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{source}: {key} = {value!r}: expected a number")
+    if value < low:
+        raise ConfigError(f"{source}: {key} = {value!r}: must be at least {low:g}")
+    return float(value)
+
+
+def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) -> StageSpec | None:
+    where = f"stages[{i}]"
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: {where} = {raw!r}: expected a mapping with a name")
+    unknown = sorted(set(raw) - STAGE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{source}: {where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(STAGE_KEYS))})"
+        )
+    name = raw.get("name")
+    if name not in STAGE_KINDS:
+        raise ConfigError(
+            f"{source}: {where}.name = {name!r}: unknown stage (known: {', '.join(STAGE_KINDS)})"
+        )
+    if fixed.get(name) is not None:
+        return None  # fixed by hand: the stage is skipped
+    key, default_values, default_rule = STAGE_KINDS[name]
+    values = raw.get("values", default_values)
+    if not isinstance(values, list | tuple) or not values:
+        raise ConfigError(
+            f"{source}: {where}.values = {values!r}: expected a non-empty list of {name} values"
+        )
+    for j, v in enumerate(values):
+        if name == "seeds":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{source}: {where}.values[{j}] = {v!r}: seeds are integers >= 0")
+        else:
+            _number(source, f"{where}.values[{j}] ({key})", v)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{source}: {where}.values = {list(values)}: values repeat")
+    algorithm = raw.get("algorithm", "grid")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(
+            f"{source}: {where}.algorithm = {algorithm!r}: must be one of {', '.join(ALGORITHMS)}"
+        )
+    n_u = raw.get("n_unsupervised", ())
+    if n_u and name != "alpha":
+        raise ConfigError(f"{source}: {where}.n_unsupervised: only the alpha stage sweeps n_unsupervised")
+    if not isinstance(n_u, list | tuple) or any(
+        isinstance(u, bool) or not isinstance(u, int) or u < 0 for u in n_u
+    ):
+        raise ConfigError(f"{source}: {where}.n_unsupervised = {n_u!r}: expected a list of integers >= 0")
+    from search.selection import RULES
+
+    rule = raw.get("rule", default_rule)
+    if rule not in RULES:
+        raise ConfigError(
+            f"{source}: {where}.rule = {rule!r}: unknown rule (known: {', '.join(sorted(RULES))})"
+        )
+    params = raw.get("rule_params", {})
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
+    return StageSpec(name, tuple(values), rule, dict(params), algorithm, tuple(n_u))
+
+
+def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpec:
+    """Check a search config (already loaded from YAML) and resolve its paths."""
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
+    data = raw.get("data")
+    if isinstance(data, str):
+        data = [data]
+    if not isinstance(data, list) or not data or not all(isinstance(p, str) for p in data):
+        raise ConfigError(f"{source}: data = {data!r}: expected a list of HDF5 files")
+    paths = tuple(str((base_dir / p).resolve()) for p in data)
+    from psvae.data import frame_shape_of
+
+    for p in paths:  # a missing or malformed file fails here, before Ray starts
+        frame_shape_of(p)
+
+    fit_raw = raw.get("fit") or {}
+    if not isinstance(fit_raw, Mapping):
+        raise ConfigError(f"{source}: fit = {fit_raw!r}: expected a mapping of fit-config keys")
+    base = FitConfig.from_mapping(fit_raw, source=f"{source}: fit")
+
+    fixed: dict[str, float | None] = {}
+    for name in ("alpha", "beta"):
+        value = raw.get(name)
+        fixed[name] = None if value is None else _number(source, name, value)
+
+    stages_raw = raw.get("stages", default_stages())
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError(f"{source}: stages = {stages_raw!r}: expected a non-empty list of stages")
+    parsed = [_parse_stage(source, i, raw_stage, fixed) for i, raw_stage in enumerate(stages_raw)]
+    stages = [s for s in parsed if s is not None]
+    if not stages:
+        raise ConfigError(f"{source}: every stage is fixed by hand (alpha, beta): nothing to search")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: stages: {names}: a stage appears twice")
+
+    res_raw = raw.get("resources") or {}
+    if not isinstance(res_raw, Mapping) or set(res_raw) - RESOURCE_KEYS:
+        bad = sorted(set(res_raw) - RESOURCE_KEYS) if isinstance(res_raw, Mapping) else res_raw
+        raise ConfigError(
+            f"{source}: resources: unknown key {bad!r} (known: {', '.join(sorted(RESOURCE_KEYS))})"
+        )
+    cpus = _number(source, "resources.cpus_per_trial", res_raw.get("cpus_per_trial", 1), low=0.01)
+    gpus = _number(source, "resources.gpus_per_trial", res_raw.get("gpus_per_trial", 0))
+    if 0 < gpus < 1 and not math.isclose(1 / gpus, round(1 / gpus)):
+        raise ConfigError(
+            f"{source}: resources.gpus_per_trial = {gpus:g}: a fraction must divide 1 (0.5, 0.25, ...)"
+        )
+    max_conc = res_raw.get("max_concurrent", 0)
+    if isinstance(max_conc, bool) or not isinstance(max_conc, int) or max_conc < 0:
+        raise ConfigError(f"{source}: resources.max_concurrent = {max_conc!r}: expected an integer >= 0")
+    max_failures = raw.get("max_failures", 2)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise ConfigError(f"{source}: max_failures = {max_failures!r}: expected an integer >= 0")
+
+    spec = SearchSpec(
+        data=paths,
+        fit=base.flat(),
+        stages=tuple(stages),
+        alpha=fixed["alpha"],
+        beta=fixed["beta"],
+        resources=Resources(cpus, gpus, max_conc),
+        max_failures=max_failures,
+    )
+    # every trial's config must be valid too (e.g. anneal_epochs vs epochs, n_unsupervised)
+    for stage in spec.stages:
+        for overrides in stage.trial_overrides():
+            base.replace(**overrides)
+    return spec
+
+
+def load_spec(path: str | Path, alpha: float | None = None, beta: float | None = None) -> SearchSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such search config")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of search-config keys")
+    raw = dict(raw)
+    if alpha is not None:
+        raw["alpha"] = alpha
+    if beta is not None:
+        raw["beta"] = beta
+    return parse_spec(raw, str(path), path.parent)

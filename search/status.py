@@ -1,0 +1,50 @@
+"""``psvae status``: a run's stages, trials, states and choices as plain text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.run import read_manifest
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def status_text(run_dir: Path) -> str:
+    from search import results
+
+    manifest = read_manifest(run_dir)
+    lines = [f"run {manifest['run_id']} ({manifest['status']}), spec {manifest['spec_hash']}", ""]
+    lines.append(f"{'stage':<8} {'status':<9} {'rule':<20} chosen")
+    searched = [s["name"] for s in manifest["spec"]["stages"]]
+    fixed = [name for name, r in manifest["stages"].items() if r["status"] == "fixed"]
+    for stage in fixed + searched:
+        record = manifest["stages"].get(stage)
+        if record is None:
+            lines.append(f"{stage:<8} {'pending':<9}")
+            continue
+        if record["status"] == "fixed":
+            lines.append(f"{stage:<8} {'fixed':<9} {'by hand':<20} {stage}={record['value']}")
+            continue
+        decision = record.get("decision") or {}
+        chosen = ", ".join(f"{k}={v}" for k, v in (decision.get("chosen") or {}).items())
+        lines.append(f"{stage:<8} {record['status']:<9} {decision.get('rule', '-'):<20} {chosen}")
+    trials = results.read_table(run_dir / "results", "trials") if (run_dir / "results").exists() else None
+    if trials is not None and len(trials):
+        header = f"{'stage':<8} {'trial':<14} {'status':<10} {'alpha':>7} {'beta':>5} {'U':>2} {'seed':>4} "
+        lines += ["", header + f"{'val pix MSE':>11} {'val lab MSE':>11} {'mean|r|':>8}"]
+        for row in trials.itertuples():
+            hyper = f"{_fmt(row.alpha):>7} {_fmt(row.beta):>5} {row.n_unsupervised:>2} {row.seed_model:>4}"
+            errors = f"{_fmt(row.val_pixel_mse):>11} {_fmt(row.val_label_mse):>11}"
+            why = f"  ({row.error})" if isinstance(row.error, str) else ""
+            lines.append(
+                f"{row.stage:<8} {row.trial_id:<14} {row.status:<10} {hyper} {errors} "
+                f"{_fmt(row.train_mean_abs_corr_u):>8}{why}"
+            )
+    if manifest.get("selected"):
+        s = manifest["selected"]
+        lines += ["", f"selected: trial {s['trial_id']} of stage {s['stage']}: {s['chosen']}"]
+    return "\n".join(lines)
