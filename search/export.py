@@ -38,7 +38,10 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
             "spec_hash": manifest["spec_hash"],
             "selected": selected,
             "stages": {
-                name: {k: record.get(k) for k in ("status", "varies", "fixed", "decision", "value", "rule")}
+                name: {
+                    k: record.get(k)
+                    for k in ("status", "varies", "fixed", "fixes", "decision", "value", "rule")
+                }
                 for name, record in manifest["stages"].items()
             },
         }

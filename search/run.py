@@ -25,14 +25,6 @@ from search.spec import SearchSpec, StageSpec
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-HYPERPARAMETERS = {
-    "alpha": "loss.alpha",
-    "beta": "loss.beta",
-    "n_unsupervised": "model.n_unsupervised",
-    "seed_model": "train.seed_model",
-}
-# what each stage's decision fixes for the stages after it
-STAGE_FIXES = {"alpha": ("alpha", "n_unsupervised"), "beta": ("beta",), "seeds": ("seed_model",)}
 
 
 class SearchError(Exception):
@@ -116,9 +108,7 @@ def chosen_overrides(manifest: dict[str, Any], spec: SearchSpec) -> dict[str, An
         record = manifest["stages"].get(stage.name)
         if record is None or record["status"] != "done":
             break
-        chosen = record["decision"]["chosen"]
-        for name in STAGE_FIXES[stage.name]:
-            out[HYPERPARAMETERS[name]] = chosen[name]
+        out.update(record["fixes"])
     return out
 
 
@@ -285,7 +275,9 @@ def run_search(
             manifest["status"] = "failed"
             write_json_atomic(run_dir / MANIFEST, manifest)
             raise SearchError(f"stage {stage.name}: {err}") from None
-        checkpoint = next(r["checkpoint"] for r in rows if r["trial_id"] == decision.trial_id)
+        chosen_row = next(r for r in rows if r["trial_id"] == decision.trial_id)
+        chosen_config = json.loads(chosen_row["config_json"])
+        checkpoint = chosen_row["checkpoint"]
         manifest["stages"][stage.name] = {
             "status": "done",
             "started": manifest["stages"][stage.name]["started"],
@@ -293,11 +285,12 @@ def run_search(
             "seconds": round(time.perf_counter() - start, 1),
             "varies": stage.key,
             "fixed": fixed,
+            "fixes": {key: chosen_config[key] for key in stage.varied_keys()},
             "decision": decision.to_dict() | {"checkpoint": checkpoint},
         }
         write_json_atomic(run_dir / MANIFEST, manifest)
         last_decision = manifest["stages"][stage.name]["decision"] | {"stage": stage.name}
-        log(f"stage {stage.name}: chose {decision.chosen} ({decision.explanation})")
+        log(f"stage {stage.name}: chose {manifest['stages'][stage.name]['fixes']}: {decision.explanation}")
 
     assert last_decision is not None
     manifest["selected"] = {

@@ -38,30 +38,30 @@ STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
 }
 ALGORITHMS = ("grid",)
 TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "stages"}
-STAGE_KEYS = {"name", "algorithm", "values", "n_unsupervised", "rule", "rule_params"}
+STAGE_KEYS = {"name", "key", "algorithm", "values", "n_unsupervised", "rule", "rule_params"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    name: str  # alpha, beta or seeds
-    values: tuple[float, ...]  # values of the key the stage varies
+    name: str  # alpha, beta, seeds, or any name with a key of its own
+    key: str  # the dotted fit-config key the stage varies
+    values: tuple[Any, ...]  # the values it takes
     rule: str
     rule_params: dict[str, Any] = field(default_factory=dict)
     algorithm: str = "grid"
     n_unsupervised: tuple[int, ...] = ()  # alpha stage only: also sweep U
 
-    @property
-    def key(self) -> str:
-        return STAGE_KINDS[self.name][0]
+    def varied_keys(self) -> tuple[str, ...]:
+        """The keys this stage's decision fixes for the stages after it."""
+        return (self.key, "model.n_unsupervised") if self.n_unsupervised else (self.key,)
 
     def trial_overrides(self) -> list[dict[str, Any]]:
         """One dict of dotted fit-config keys per trial of this stage."""
         out = []
         for value in self.values:
-            cast = int(value) if self.name == "seeds" else float(value)
             for u in self.n_unsupervised or (None,):
-                trial: dict[str, Any] = {self.key: cast}
+                trial: dict[str, Any] = {self.key: value}
                 if u is not None:
                     trial["model.n_unsupervised"] = int(u)
                 out.append(trial)
@@ -100,6 +100,7 @@ class SearchSpec:
         stages = tuple(
             StageSpec(
                 name=s["name"],
+                key=s["key"],
                 values=tuple(s["values"]),
                 rule=s["rule"],
                 rule_params=dict(s.get("rule_params", {})),
@@ -146,14 +147,19 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
             f"{source}: {where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(STAGE_KEYS))})"
         )
     name = raw.get("name")
-    if name not in STAGE_KINDS:
+    if not isinstance(name, str) or (name not in STAGE_KINDS and "key" not in raw):
         raise ConfigError(
-            f"{source}: {where}.name = {name!r}: unknown stage (known: {', '.join(STAGE_KINDS)})"
+            f"{source}: {where}.name = {name!r}: unknown stage (known: {', '.join(STAGE_KINDS)}; "
+            "any other name needs a key: the fit-config key it varies)"
         )
     if fixed.get(name) is not None:
         return None  # fixed by hand: the stage is skipped
-    key, default_values, default_rule = STAGE_KINDS[name]
-    values = raw.get("values", default_values)
+    key, default_values, default_rule = STAGE_KINDS.get(name, (raw.get("key"), (), "lowest_correlation"))
+    if "key" in raw and name in STAGE_KINDS and raw["key"] != key:
+        raise ConfigError(f"{source}: {where}.key = {raw['key']!r}: the {name} stage always varies {key}")
+    if key not in FitConfig.keys():  # noqa: SIM118 - a list of dotted keys, not a dict
+        raise ConfigError(f"{source}: {where}.key = {key!r}: not a fit-config key")
+    values = raw.get("values", list(default_values))
     if not isinstance(values, list | tuple) or not values:
         raise ConfigError(
             f"{source}: {where}.values = {values!r}: expected a non-empty list of {name} values"
@@ -162,8 +168,9 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
         if name == "seeds":
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{source}: {where}.values[{j}] = {v!r}: seeds are integers >= 0")
-        else:
+        elif name in STAGE_KINDS:
             _number(source, f"{where}.values[{j}] ({key})", v)
+    values = [float(v) for v in values] if name in ("alpha", "beta") else list(values)
     if len(set(values)) != len(values):
         raise ConfigError(f"{source}: {where}.values = {list(values)}: values repeat")
     algorithm = raw.get("algorithm", "grid")
@@ -188,7 +195,7 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
     params = raw.get("rule_params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
-    return StageSpec(name, tuple(values), rule, dict(params), algorithm, tuple(n_u))
+    return StageSpec(name, key, tuple(values), rule, dict(params), algorithm, tuple(n_u))
 
 
 def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpec:

@@ -1,0 +1,304 @@
+"""The staged search with a real local Ray, driven through the command line.
+
+Each search runs in its own process with HOME pinned to the test's folder (Ray writes its
+token there) and the Ray auth variables cleared. Processes are found through /proc and ended
+by pid: only the ones these tests started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from psvae import synthetic
+from results_schema import epochs_schema, trials_schema
+from tests.conftest import SMALL_NET
+
+pytestmark = pytest.mark.slow
+
+FIT = {
+    **SMALL_NET,
+    "train.epochs": 4,
+    "train.batch_size": 32,
+    "train.lr": 1e-3,
+    "loss.anneal_epochs": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("searchdata") / "d.h5"
+    synthetic.write(path, synthetic.SyntheticSpec(n_trials=10, n_frames=40, size=32, seed=3))
+    return path
+
+
+def env_for(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return env
+
+
+def write_spec(
+    tmp_path: Path, data: Path, stages: list, fit: dict | None = None, name: str = "s.yaml"
+) -> Path:
+    spec = {"data": [str(data)], "fit": {**FIT, **(fit or {})}, "stages": stages, "max_failures": 2}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def psvae(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "search.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "search.cli", *args], env=env, stdout=out, stderr=out)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def end_all(pids: set[int], timeout: float = 20) -> None:
+    """SIGKILL exactly these processes and wait until they are gone."""
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "processes left behind"
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc is None or proc.poll() is None, f"the search ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def tracked() -> Iterator[set[int]]:
+    """Pids to end after the test, whatever happens."""
+    pids: set[int] = set()
+    yield pids
+    end_all(pids)
+
+
+def trial_dirs(experiment: Path) -> list[str]:
+    return sorted(p.name for p in experiment.iterdir() if p.is_dir() and p.name.startswith("train_psvae"))
+
+
+def check_results(run_dir: Path, n_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One trials row per trial, one epochs row per trial-epoch, schemas as declared."""
+    for name, schema in (("trials", trials_schema()), ("epochs", epochs_schema())):
+        for part in (run_dir / "results" / name).glob("*/*.parquet"):
+            assert pq.read_schema(part).equals(schema, check_metadata=False), part
+    trials = pd.read_parquet(run_dir / "results" / "trials")
+    epochs = pd.read_parquet(run_dir / "results" / "epochs")
+    assert not trials.duplicated(["stage", "trial_id"]).any()
+    assert not epochs.duplicated(["stage", "trial_id", "epoch"]).any()
+    for row in trials.itertuples():
+        n = len(epochs[(epochs.stage == row.stage) & (epochs.trial_id == row.trial_id)])
+        assert n == (n_epochs if row.status == "completed" else row.epochs_run), row
+    for stage in trials.stage.unique():
+        assert len(trials[trials.stage == stage]) == len(trial_dirs(run_dir / stage))
+    return trials, epochs
+
+
+def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_path, tracked):
+    run_dir = tmp_path / "demo"
+    start_time = time.perf_counter()
+    proc = psvae("demo", "--quick", "--out", str(run_dir), env=env_for(tmp_path), timeout=600)
+    elapsed = time.perf_counter() - start_time
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    assert [manifest["stages"][s]["status"] for s in ("alpha", "beta", "seeds")] == ["done"] * 3
+    for stage in ("alpha", "beta", "seeds"):
+        decision = manifest["stages"][stage]["decision"]
+        assert decision["rule"] and decision["table"] and decision["explanation"]
+    trials, _ = check_results(run_dir, n_epochs=2)
+    assert sorted(trials.groupby("stage").size().items()) == [("alpha", 4), ("beta", 4), ("seeds", 3)]
+    # the export loads in a fresh process that knows nothing of the run directory
+    code = (
+        "import numpy as np, psvae\n"
+        "m = psvae.load_model('export')\n"
+        "print(m.encode(np.zeros((2, 1, 64, 64), np.uint8)).labels.shape)"
+    )
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (run_dir / "export").rename(moved / "export")
+    out = subprocess.run([sys.executable, "-c", code], cwd=moved, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(2, 2)"
+    assert json.loads((moved / "export" / "selection.json").read_text())["selected"]["stage"] == "seeds"
+    print(f"psvae demo --quick: {elapsed:.0f} s")
+
+
+def test_driver_killed_in_beta_stage_resumes_without_rerunning_alpha(tmp_path, data_file, tracked):
+    stages = [
+        {"name": "alpha", "values": [50, 100]},
+        {"name": "beta", "values": [1, 5]},
+        {"name": "seeds", "values": [0, 1]},
+    ]
+    spec = write_spec(tmp_path, data_file, stages, fit={"train.epochs": 12})
+    env, storage = env_for(tmp_path), tmp_path / "runs"
+    run_dir = storage / "r1"
+    proc = start(
+        "search",
+        "--config",
+        str(spec),
+        "--run-id",
+        "r1",
+        "--storage",
+        str(storage),
+        env=env,
+        log=tmp_path / "first.log",
+    )
+    tracked.add(proc.pid)
+
+    def beta_checkpointed() -> bool:
+        tracked.update(descendants(proc.pid))
+        return any((run_dir / "beta").glob("train_psvae*/checkpoint_*"))
+
+    wait_for(beta_checkpointed, 240, "a checkpoint in the beta stage", proc)
+    alpha_before = trial_dirs(run_dir / "alpha")
+    alpha_rows_before = pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    end_all(tracked)  # the local Ray processes the driver had started
+
+    resumed = psvae("resume", str(run_dir), env=env, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stage alpha: done earlier" in resumed.stdout
+    assert trial_dirs(run_dir / "alpha") == alpha_before  # no new alpha trial
+    trials, _ = check_results(run_dir, n_epochs=12)
+    alpha_rows = trials[trials.stage == "alpha"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alpha_rows, alpha_rows_before.reset_index(drop=True), check_dtype=False)
+    assert sorted(trials.groupby("stage").size().items()) == [("alpha", 2), ("beta", 2), ("seeds", 2)]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["selected"]["stage"] == "seeds"
+
+
+def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, data_file, tracked):
+    n_epochs = 30
+    spec = write_spec(
+        tmp_path, data_file, [{"name": "alpha", "values": [50]}], fit={"train.epochs": n_epochs}
+    )
+    env, storage = env_for(tmp_path), tmp_path / "runs"
+    run_dir = storage / "r2"
+    proc = start(
+        "search",
+        "--config",
+        str(spec),
+        "--run-id",
+        "r2",
+        "--storage",
+        str(storage),
+        env=env,
+        log=tmp_path / "log",
+    )
+    tracked.add(proc.pid)
+
+    def reports() -> list[dict]:
+        files = list((run_dir / "alpha").glob("train_psvae*/result.json"))
+        if not files:
+            return []
+        return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+
+    def worker() -> int | None:
+        tracked.update(descendants(proc.pid))
+        return next((p for p in descendants(proc.pid) if "ImplicitFunc" in cmdline(p)), None)
+
+    wait_for(lambda: len(reports()) >= 5 and worker() is not None, 240, "five epochs reported", proc)
+    epochs_before_kill = len(reports())
+    victim = worker()
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    assert proc.wait(timeout=400) == 0, (tmp_path / "log").read_text()[-3000:]
+
+    trials, _epochs = check_results(run_dir, n_epochs=n_epochs)
+    assert trials.status.tolist() == ["completed"]
+    reported = [r["epoch"] for r in reports() if "epoch" in r and not r.get("done")]
+    rerun = len(reported) - len(set(reported))
+    # it went on from its last checkpoint: at most the epoch in flight (and one more while the
+    # kill was noticed) ran twice, not the whole fit
+    # Tune restored the trial (its iteration count since the restore restarted) ...
+    assert any(r["iterations_since_restore"] < r["training_iteration"] for r in reports())
+    assert set(reported) == set(range(n_epochs))
+    assert rerun <= 2, f"{rerun} epochs re-run after the kill at epoch {epochs_before_kill}"
+    assert len(reported) < n_epochs + epochs_before_kill
+    print(f"trial killed after {epochs_before_kill} epochs; {rerun} epoch(s) re-run after its retry")
+
+
+def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, data_file, tracked):
+    stages = [{"name": "lr", "key": "train.lr", "values": [1e-3, 1e8]}]
+    spec = write_spec(tmp_path, data_file, stages, fit={"train.epochs": 3, "loss.anneal_epochs": 0})
+    env, storage = env_for(tmp_path), tmp_path / "runs"
+    done = psvae("search", "--config", str(spec), "--run-id", "r3", "--storage", str(storage), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = storage / "r3"
+    trials, _ = check_results(run_dir, n_epochs=3)
+    diverged = trials[trials.status == "diverged"]
+    assert len(diverged) == 1 and "non-finite loss" in diverged.error.iloc[0]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    decision = manifest["stages"]["lr"]["decision"]
+    assert manifest["stages"]["lr"]["fixes"] == {"train.lr": 1e-3}
+    excluded = [row for row in decision["table"] if row["excluded"]]
+    assert len(excluded) == 1 and excluded[0]["excluded"].startswith("diverged")
+
+    changed = write_spec(
+        tmp_path, data_file, stages, fit={"train.epochs": 4, "loss.anneal_epochs": 0}, name="t.yaml"
+    )
+    refused = psvae("search", "--config", str(changed), "--run-id", "r3", "--storage", str(storage), env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "different search spec" in refused.stderr
+    assert json.loads((run_dir / "manifest.json").read_text()) == manifest  # untouched
