@@ -176,6 +176,39 @@ def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], li
     return row, epochs
 
 
+OPTUNA_JOURNAL = "optuna.journal"
+# what an optuna stage optimises: the alpha stage the pixel/label trade-off (multi-objective),
+# other stages the beta selection statistic
+OPTUNA_OBJECTIVES = {"alpha": ["val_pixel_mse", "val_label_mse"]}
+DEFAULT_OBJECTIVE = ["train_mean_abs_corr_u"]
+
+
+def _optuna_stage(stage: StageSpec, run_dir: Path, max_concurrent: int | None) -> tuple[Any, Any]:
+    """The trial space and TuneConfig of an optuna stage; its study is journalled in the run
+    directory (``optuna-dashboard <run_dir>/optuna.journal`` shows it)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    assert stage.range is not None
+    space: dict[str, Any] = {stage.key: tune.loguniform(*stage.range)}
+    if stage.n_unsupervised:
+        space["model.n_unsupervised"] = tune.choice(list(stage.n_unsupervised))
+    objectives = OPTUNA_OBJECTIVES.get(stage.name, DEFAULT_OBJECTIVE)
+    searcher = OptunaSearch(
+        metric=objectives,  # a list: only final results are told, never the partial epochs
+        mode=["min"] * len(objectives),
+        storage=optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / OPTUNA_JOURNAL))),
+        study_name=f"{run_dir.name}-{stage.name}",  # the run id keeps studies of runs apart
+        seed=0,
+    )
+    config = tune.TuneConfig(
+        search_alg=searcher, num_samples=stage.n_trials, max_concurrent_trials=max_concurrent
+    )
+    return space, config
+
+
 def run_stage(
     stage: StageSpec,
     spec: SearchSpec,
@@ -194,13 +227,19 @@ def run_stage(
         {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
     )
     path = run_dir / stage.name
+    max_concurrent = spec.resources.max_concurrent or None
     if tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     else:
+        if stage.algorithm == "optuna":
+            trial_space, tune_config = _optuna_stage(stage, run_dir, max_concurrent)
+        else:
+            trial_space = tune.grid_search(stage.trial_overrides())
+            tune_config = tune.TuneConfig(max_concurrent_trials=max_concurrent)
         tuner = tune.Tuner(
             trainable,
-            param_space={"base": base, "trial": tune.grid_search(stage.trial_overrides())},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None),
+            param_space={"base": base, "trial": trial_space},
+            tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=stage.name,
                 storage_path=str(run_dir),
@@ -237,6 +276,8 @@ def run_search(
     # Tune's own console output is replaced by one line per stage and decision
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # the selection statistics arrive with a trial's last report, not with every epoch
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     base_cfg = spec.base_config()
@@ -253,7 +294,8 @@ def run_search(
             last_decision = record["decision"] | {"stage": stage.name}
             continue
         fixed = chosen_overrides(manifest, spec)
-        log(f"stage {stage.name}: {len(stage.trial_overrides())} trials varying {stage.key}, fixed {fixed}")
+        n_trials = stage.n_trials if stage.algorithm == "optuna" else len(stage.trial_overrides())
+        log(f"stage {stage.name}: {n_trials} {stage.algorithm} trials varying {stage.key}, fixed {fixed}")
         start = time.perf_counter()
         manifest["stages"][stage.name] = {"status": "running", "started": now()}
         write_json_atomic(run_dir / MANIFEST, manifest)

@@ -36,9 +36,19 @@ STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
     "beta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
     "seeds": ("train.seed_model", (0, 1, 2), "lowest_correlation"),
 }
-ALGORITHMS = ("grid",)
+ALGORITHMS = ("grid", "optuna")
 TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "stages"}
-STAGE_KEYS = {"name", "key", "algorithm", "values", "n_unsupervised", "rule", "rule_params"}
+STAGE_KEYS = {
+    "name",
+    "key",
+    "algorithm",
+    "values",
+    "range",
+    "n_trials",
+    "n_unsupervised",
+    "rule",
+    "rule_params",
+}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
 
 
@@ -49,8 +59,10 @@ class StageSpec:
     values: tuple[Any, ...]  # the values it takes
     rule: str
     rule_params: dict[str, Any] = field(default_factory=dict)
-    algorithm: str = "grid"
+    algorithm: str = "grid"  # or "optuna": n_trials samples of a log-uniform range
     n_unsupervised: tuple[int, ...] = ()  # alpha stage only: also sweep U
+    range: tuple[float, float] | None = None  # optuna only
+    n_trials: int = 0  # optuna only
 
     def varied_keys(self) -> tuple[str, ...]:
         """The keys this stage's decision fixes for the stages after it."""
@@ -106,6 +118,8 @@ class SearchSpec:
                 rule_params=dict(s.get("rule_params", {})),
                 algorithm=s.get("algorithm", "grid"),
                 n_unsupervised=tuple(s.get("n_unsupervised", ())),
+                range=None if s.get("range") is None else (float(s["range"][0]), float(s["range"][1])),
+                n_trials=int(s.get("n_trials", 0)),
             )
             for s in d["stages"]
         )
@@ -159,6 +173,33 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
         raise ConfigError(f"{source}: {where}.key = {raw['key']!r}: the {name} stage always varies {key}")
     if key not in FitConfig.keys():  # noqa: SIM118 - a list of dotted keys, not a dict
         raise ConfigError(f"{source}: {where}.key = {key!r}: not a fit-config key")
+    algorithm = raw.get("algorithm", "grid")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(
+            f"{source}: {where}.algorithm = {algorithm!r}: must be one of {', '.join(ALGORITHMS)}"
+        )
+    search_range: tuple[float, float] | None = None
+    n_trials = 0
+    if algorithm == "optuna":
+        if name == "seeds" or "values" in raw:
+            raise ConfigError(
+                f"{source}: {where}: an optuna stage samples a range (range: [low, high], n_trials: N); "
+                "it takes no values and cannot vary seeds"
+            )
+        bounds = raw.get("range")
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+            raise ConfigError(f"{source}: {where}.range = {bounds!r}: expected [low, high]")
+        low = _number(source, f"{where}.range[0]", bounds[0], low=1e-300)
+        high = _number(source, f"{where}.range[1]", bounds[1], low=1e-300)
+        if not high > low:
+            raise ConfigError(f"{source}: {where}.range = {list(bounds)}: high must be above low (log scale)")
+        search_range = (low, high)
+        n_trials = raw.get("n_trials", 8)
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise ConfigError(f"{source}: {where}.n_trials = {n_trials!r}: expected an integer >= 1")
+        default_values = (low,)  # not used for sampling; keeps the checks below uniform
+    elif "range" in raw or "n_trials" in raw:
+        raise ConfigError(f"{source}: {where}: range and n_trials need algorithm: optuna")
     values = raw.get("values", list(default_values))
     if not isinstance(values, list | tuple) or not values:
         raise ConfigError(
@@ -173,11 +214,6 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
     values = [float(v) for v in values] if name in ("alpha", "beta") else list(values)
     if len(set(values)) != len(values):
         raise ConfigError(f"{source}: {where}.values = {list(values)}: values repeat")
-    algorithm = raw.get("algorithm", "grid")
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(
-            f"{source}: {where}.algorithm = {algorithm!r}: must be one of {', '.join(ALGORITHMS)}"
-        )
     n_u = raw.get("n_unsupervised", ())
     if n_u and name != "alpha":
         raise ConfigError(f"{source}: {where}.n_unsupervised: only the alpha stage sweeps n_unsupervised")
@@ -195,7 +231,11 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
     params = raw.get("rule_params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
-    return StageSpec(name, key, tuple(values), rule, dict(params), algorithm, tuple(n_u))
+    if algorithm == "optuna":
+        values = []
+    return StageSpec(
+        name, key, tuple(values), rule, dict(params), algorithm, tuple(n_u), search_range, n_trials
+    )
 
 
 def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpec:
@@ -267,6 +307,8 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     for stage in spec.stages:
         for overrides in stage.trial_overrides():
             base.replace(**overrides)
+        for end in stage.range or ():
+            base.replace(**{stage.key: end})
     return spec
 
 

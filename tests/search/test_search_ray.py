@@ -302,3 +302,24 @@ def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, d
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "different search spec" in refused.stderr
     assert json.loads((run_dir / "manifest.json").read_text()) == manifest  # untouched
+
+
+def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(tmp_path, data_file, tracked):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    stages = [{"name": "alpha", "algorithm": "optuna", "range": [10, 1000], "n_trials": 3}]
+    spec = write_spec(tmp_path, data_file, stages, fit={"train.epochs": 2})
+    env, storage = env_for(tmp_path), tmp_path / "runs"
+    done = psvae("search", "--config", str(spec), "--run-id", "r4", "--storage", str(storage), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = storage / "r4"
+    trials, _ = check_results(run_dir, n_epochs=2)
+    assert len(trials) == 3 and trials.alpha.between(10, 1000).all() and trials.alpha.nunique() == 3
+    journal = optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))
+    study = optuna.load_study(study_name="r4-alpha", storage=journal)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and all(len(t.values) == 2 for t in complete)  # pixel and label MSE
+    assert sorted(t.params["loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["alpha"]["decision"]["rule"] == "alpha_tolerance"
