@@ -180,6 +180,13 @@ def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_pat
     out = subprocess.run([sys.executable, "-c", code], cwd=moved, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(2, 2)"
     assert json.loads((moved / "export" / "selection.json").read_text())["selected"]["stage"] == "seeds"
+    # an existing directory is never overwritten without --force
+    (moved / "export" / "note.txt").write_text("mine")
+    refused = psvae("export", str(run_dir), "--out", str(moved / "export"), env=env_for(tmp_path))
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    assert (moved / "export" / "note.txt").read_text() == "mine"
+    forced = psvae("export", str(run_dir), "--out", str(moved / "export"), "--force", env=env_for(tmp_path))
+    assert forced.returncode == 0 and not (moved / "export" / "note.txt").exists()
     print(f"psvae demo --quick: {elapsed:.0f} s")
 
 
@@ -320,6 +327,6 @@ def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(t
     study = optuna.load_study(study_name="r4-alpha", storage=journal)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3 and all(len(t.values) == 2 for t in complete)  # pixel and label MSE
-    assert sorted(t.params["loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
+    assert sorted(t.params["trial/loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["alpha"]["decision"]["rule"] == "alpha_tolerance"
