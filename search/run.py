@@ -235,10 +235,11 @@ def run_stage(
             trial_space, tune_config = _optuna_stage(stage, run_dir, max_concurrent)
         else:
             trial_space = tune.grid_search(stage.trial_overrides())
-            tune_config = tune.TuneConfig(max_concurrent_trials=max_concurrent)
+            # reusing a trial's worker process saves its start and torch import for the next trial
+            tune_config = tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True)
         tuner = tune.Tuner(
             trainable,
-            param_space={"base": base, "trial": trial_space},
+            param_space={"base": base, "trial": trial_space, "checkpoint_every_s": spec.checkpoint_every_s},
             tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=stage.name,

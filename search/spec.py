@@ -6,6 +6,7 @@
     beta: null                     # likewise for beta
     resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 0}
     max_failures: 2                # retries of a trial whose worker dies
+    checkpoint_every_s: 60         # least time between two checkpoints of a trial (0: every epoch)
     stages:                        # default: the guide's alpha -> beta -> seeds
       - {name: alpha, values: [50, 100, 500, 1000], n_unsupervised: [2]}
       - {name: beta, values: [1, 5, 10, 20]}
@@ -37,7 +38,7 @@ STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
     "seeds": ("train.seed_model", (0, 1, 2), "lowest_correlation"),
 }
 ALGORITHMS = ("grid", "optuna")
-TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "stages"}
+TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "checkpoint_every_s", "stages"}
 STAGE_KEYS = {
     "name",
     "key",
@@ -96,6 +97,7 @@ class SearchSpec:
     beta: float | None = None
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2
+    checkpoint_every_s: float = 60.0  # least time between two checkpoints of a trial; 0: every epoch
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -103,8 +105,8 @@ class SearchSpec:
     def spec_hash(self) -> str:
         """Hash of everything that changes results (not resources, which only change speed)."""
         d = self.to_dict()
-        d.pop("resources")
-        d.pop("max_failures")
+        for key in ("resources", "max_failures", "checkpoint_every_s"):
+            d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -131,6 +133,7 @@ class SearchSpec:
             beta=d.get("beta"),
             resources=Resources(**d.get("resources", {})),
             max_failures=int(d.get("max_failures", 2)),
+            checkpoint_every_s=float(d.get("checkpoint_every_s", 60.0)),
         )
 
     def base_config(self) -> FitConfig:
@@ -294,6 +297,7 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
         raise ConfigError(f"{source}: max_failures = {max_failures!r}: expected an integer >= 0")
 
+    every_s = _number(source, "checkpoint_every_s", raw.get("checkpoint_every_s", 60.0))
     spec = SearchSpec(
         data=paths,
         fit=base.flat(),
@@ -302,6 +306,7 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         beta=fixed["beta"],
         resources=Resources(cpus, gpus, max_conc),
         max_failures=max_failures,
+        checkpoint_every_s=every_s,
     )
     # every trial's config must be valid too (e.g. anneal_epochs vs epochs, n_unsupervised)
     for stage in spec.stages:

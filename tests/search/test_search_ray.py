@@ -54,7 +54,13 @@ def env_for(tmp_path: Path) -> dict[str, str]:
 def write_spec(
     tmp_path: Path, data: Path, stages: list, fit: dict | None = None, name: str = "s.yaml"
 ) -> Path:
-    spec = {"data": [str(data)], "fit": {**FIT, **(fit or {})}, "stages": stages, "max_failures": 2}
+    spec = {
+        "data": [str(data)],
+        "fit": {**FIT, **(fit or {})},
+        "stages": stages,
+        "max_failures": 2,
+        "checkpoint_every_s": 0,  # every epoch, so the fault tests can count re-run epochs
+    }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec))
     return path
