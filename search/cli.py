@@ -133,7 +133,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(spec: Any, run_id: str, storage: str | None, address: str | None) -> int:
+def search_command(spec: Any, run_id: str, storage: str | None, address: str | None) -> int:
+    """Run or resume a search and turn its outcome into an exit code: 0 done, 1 a stage had
+    no usable trial, 130 interrupted (resumable)."""
     from search.run import Interrupted, SearchError, resolve_storage, run_search
 
     root = resolve_storage(storage)
@@ -154,7 +156,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.config, alpha=args.alpha, beta=args.beta)
     run_id = args.run_id or time.strftime("search-%Y%m%d-%H%M%S")
-    return _search(spec, run_id, args.storage, args.address)
+    return search_command(spec, run_id, args.storage, args.address)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -164,7 +166,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir).resolve()
     manifest = read_manifest(run_dir)
     spec = SearchSpec.from_dict(manifest["spec"])
-    return _search(spec, manifest["run_id"], str(run_dir.parent), args.address)
+    return search_command(spec, manifest["run_id"], str(run_dir.parent), args.address)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

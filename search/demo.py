@@ -30,7 +30,7 @@ QUICK: dict[str, Any] = {
 def run(out: str | None = None, quick: bool = False) -> int:
     import yaml
 
-    from search.cli import _search
+    from search.cli import search_command
     from search.export import export_run
     from search.spec import load_spec
 
@@ -44,7 +44,7 @@ def run(out: str | None = None, quick: bool = False) -> int:
     config = inputs / "search.yaml"
     config.write_text(yaml.safe_dump({"data": [data.name], "fit": plan["fit"], "stages": plan["stages"]}))
     print(f"built-in data: {data}\nsearch config: {config}")
-    code = _search(load_spec(config), run_dir.name, str(run_dir.parent), None)
+    code = search_command(load_spec(config), run_dir.name, str(run_dir.parent), None)
     if code != 0:
         return code
     export = export_run(run_dir, run_dir / "export")
