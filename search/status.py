@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from search.run import read_manifest
@@ -11,6 +12,22 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "-" if value != value else f"{value:.4g}"
     return "-" if value is None else str(value)
+
+
+def _running_trials(experiment: Path) -> list[str]:
+    """One line per trial of a stage that is still running, from Tune's result files."""
+    lines = []
+    for result_file in sorted(experiment.glob("train_psvae*/result.json")):
+        reports = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        trial = result_file.parent.name.split("_")[2:4]
+        if not reports:
+            lines.append(f"  {'_'.join(trial):<14} started")
+            continue
+        last = reports[-1]
+        state = "finished" if last.get("done") else f"epoch {last.get('epoch')} reported"
+        trial_config = last.get("config", {}).get("trial", {})
+        lines.append(f"  {last.get('trial_id', '_'.join(trial)):<14} {state:<18} {trial_config}")
+    return lines or ["  (no trial has started yet)"]
 
 
 def status_text(run_dir: Path) -> str:
@@ -44,6 +61,10 @@ def status_text(run_dir: Path) -> str:
                 f"{row.stage:<8} {row.trial_id:<14} {row.status:<10} {hyper} {errors} "
                 f"{_fmt(row.train_mean_abs_corr_u):>8}{why}"
             )
+    for stage in searched:
+        record = manifest["stages"].get(stage)
+        if record is not None and record["status"] == "running":
+            lines += ["", f"stage {stage} in progress:", *_running_trials(run_dir / stage)]
     if manifest.get("selected"):
         s = manifest["selected"]
         lines += ["", f"selected: trial {s['trial_id']} of stage {s['stage']}: {s['chosen']}"]

@@ -229,6 +229,12 @@ def test_driver_killed_in_beta_stage_resumes_without_rerunning_alpha(tmp_path, d
     proc.wait()
     end_all(tracked)  # the local Ray processes the driver had started
 
+    # the interrupted run's status: alpha decided, beta in progress with its trials
+    status = psvae("status", str(run_dir), env=env)
+    assert status.returncode == 0, status.stderr
+    assert "alpha    done" in status.stdout and "beta     running" in status.stdout
+    assert "stage beta in progress:" in status.stdout and "epoch " in status.stdout
+
     resumed = psvae("resume", str(run_dir), env=env, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "stage alpha: done earlier" in resumed.stdout
