@@ -260,6 +260,14 @@ def run_stage(
     return grid
 
 
+def _protect_token() -> None:
+    """Ray writes its auth token readable by everyone (0644); anyone who reads it can run code
+    on the cluster, so keep it to its owner."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if token.is_file() and token.stat().st_mode & 0o077:
+        token.chmod(0o600)
+
+
 def run_search(
     spec: SearchSpec,
     run_id: str,
@@ -281,6 +289,7 @@ def run_search(
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    _protect_token()
     base_cfg = spec.base_config()
     data = load_data(list(spec.data), base_cfg.data.split, base_cfg.data.split_seed)
     arrays = data.to_arrays()

@@ -305,6 +305,8 @@ def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, d
     done = psvae("search", "--config", str(spec), "--run-id", "r3", "--storage", str(storage), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = storage / "r3"
+    token = tmp_path / ".ray" / "auth_token"  # written by ray.init() under the pinned HOME
+    assert not token.exists() or token.stat().st_mode & 0o777 == 0o600
     trials, _ = check_results(run_dir, n_epochs=3)
     diverged = trials[trials.status == "diverged"]
     assert len(diverged) == 1 and "non-finite loss" in diverged.error.iloc[0]
