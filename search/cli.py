@@ -133,7 +133,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def search_command(spec: Any, run_id: str, storage: str | None, address: str | None) -> int:
+def search_command(
+    spec: Any, run_id: str, storage: str | None, address: str | None, announce: bool = True
+) -> int:
     """Run or resume a search and turn its outcome into an exit code: 0 done, 1 a stage had
     no usable trial, 130 interrupted (resumable)."""
     from search.run import Interrupted, SearchError, resolve_storage, run_search
@@ -147,7 +149,8 @@ def search_command(spec: Any, run_id: str, storage: str | None, address: str | N
     except SearchError as err:
         print(f"psvae: search failed: {err}", file=sys.stderr)
         return 1
-    print(f"run directory: {run_dir}\nexport the selected model with: psvae export {run_dir} --out DIR")
+    if announce:
+        print(f"run directory: {run_dir}\nexport the selected model with: psvae export {run_dir} --out DIR")
     return 0
 
 

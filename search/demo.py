@@ -44,7 +44,7 @@ def run(out: str | None = None, quick: bool = False) -> int:
     config = inputs / "search.yaml"
     config.write_text(yaml.safe_dump({"data": [data.name], "fit": plan["fit"], "stages": plan["stages"]}))
     print(f"built-in data: {data}\nsearch config: {config}")
-    code = search_command(load_spec(config), run_dir.name, str(run_dir.parent), None)
+    code = search_command(load_spec(config), run_dir.name, str(run_dir.parent), None, announce=False)
     if code != 0:
         return code
     export = export_run(run_dir, run_dir / "export")
