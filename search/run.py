@@ -276,6 +276,7 @@ def run_search(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run or resume the staged search; returns the run directory."""
+    import pandas as pd
     import ray
 
     from psvae.data import load_data
@@ -300,7 +301,7 @@ def run_search(
     for stage in spec.stages:
         record = manifest["stages"].get(stage.name)
         if record is not None and record["status"] == "done":
-            log(f"stage {stage.name}: done earlier, chose {record['decision']['chosen']}")
+            log(f"stage {stage.name}: done earlier, chose {record['fixes']}")
             last_decision = record["decision"] | {"stage": stage.name}
             continue
         fixed = chosen_overrides(manifest, spec)
@@ -318,8 +319,6 @@ def run_search(
         rows.sort(key=lambda r: r["trial_id"])
         results.write_stage(run_dir / "results", "trials", stage.name, rows)
         results.write_stage(run_dir / "results", "epochs", stage.name, epoch_rows)
-        import pandas as pd
-
         try:
             decision = selection.select(stage.rule, pd.DataFrame(rows), **stage.rule_params)
         except selection.SelectionError as err:
