@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,16 +26,11 @@ from psvae.config import FitConfig
 from psvae.data import load_data
 from psvae.errors import UserError
 from psvae.export import save_bundle
+from psvae.files import write_json_atomic, write_text_atomic
 from psvae.trainer import EpochResult, FitSummary, Trainer
 
 FIT_FILE = "fit.json"
 CHECKPOINT = "checkpoint.pt"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _describe(data_paths: list[str], cfg: FitConfig) -> dict[str, Any]:
@@ -104,13 +97,13 @@ def run_fit(
         trainer.restore(out_dir / CHECKPOINT)
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(out_dir / FIT_FILE, json.dumps(fit, indent=2) + "\n")
+        write_json_atomic(out_dir / FIT_FILE, fit)
 
     bar = _progress(cfg.train.epochs, trainer.epoch, progress)
     with bar:
         for result in trainer.epochs():
             trainer.save_checkpoint(out_dir / CHECKPOINT)
-            write_atomic(out_dir / "metrics.csv", _csv_text(trainer.history))
+            write_text_atomic(out_dir / "metrics.csv", _csv_text(trainer.history))
             bar.update(1)
             bar.set_postfix(
                 loss=f"{result.train['loss']:.4g}",
@@ -129,22 +122,15 @@ def run_fit(
             data.label_stats,
             extra={"best_epoch": summary.best_epoch, "status": summary.status},
         )
-    clean = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.metrics.items()
-    }
-    write_atomic(
+    write_json_atomic(
         out_dir / "summary.json",
-        json.dumps(
-            {
-                "status": summary.status,
-                "precision": summary.precision,
-                "epochs_run": summary.epochs_run,
-                "best_epoch": summary.best_epoch,
-                "metrics": clean,
-            },
-            indent=2,
-        )
-        + "\n",
+        {
+            "status": summary.status,
+            "precision": summary.precision,
+            "epochs_run": summary.epochs_run,
+            "best_epoch": summary.best_epoch,
+            "metrics": summary.metrics,
+        },
     )
     if summary.status == "completed":
         (out_dir / CHECKPOINT).unlink(missing_ok=True)

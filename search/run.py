@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from psvae.errors import UserError
+from psvae.files import write_json_atomic
 from search.spec import SearchSpec, StageSpec
 
 MANIFEST = "manifest.json"
@@ -37,16 +38,6 @@ class Interrupted(Exception):
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from psvae.files import jsonable
+
 HYPERPARAMETERS: tuple[str, ...] = ("alpha", "beta", "n_unsupervised", "seed_model")
 """The hyperparameter columns every results table has, in the order they are reported."""
 
@@ -73,26 +75,12 @@ class Decision:
         """The decision as plain JSON-serialisable data; NaN and infinities become None."""
         return {
             "rule": self.rule,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "trial_id": self.trial_id,
-            "chosen": _jsonable(self.chosen),
-            "table": _jsonable(self.table),
+            "chosen": jsonable(self.chosen),
+            "table": jsonable(self.table),
             "explanation": self.explanation,
         }
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars turned into Python ones and non-finite floats into None."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    # Strict JSON has no NaN or Infinity; None is what a reader can parse everywhere.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
