@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ray import tune
 from psvae.config import FitConfig
 from psvae.data import FrameData
 from psvae.export import save_bundle
+from psvae.files import jsonable
 from psvae.trainer import Trainer
 
 TRAINER_STATE = "trainer.pt"
@@ -27,14 +29,9 @@ SUMMARY = "summary.json"
 BUNDLE = "model"
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    return value
-
-
 def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
-    """``config``: {"base": flat fit config, "trial": the stage's overrides}."""
+    """``config``: {"base": flat fit config, "trial": the stage's overrides,
+    "checkpoint_every_s": the least time between two checkpoints (0: every epoch)}."""
     fit_config = FitConfig.from_mapping({**config["base"], **config["trial"]}, source="trial config")
     frames = FrameData.from_arrays(data)
     trainer = Trainer(fit_config, frames)
@@ -47,12 +44,21 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
                 return
             trainer.restore(Path(d) / TRAINER_STATE)
 
+    every_s = float(config.get("checkpoint_every_s", 0))
+    last_checkpoint = time.monotonic()
     for result in trainer.epochs():
+        metrics = {**jsonable(result.flat()), "done": False}
+        # The full state of the default network is ~175 MB: it is saved at most every
+        # ``every_s`` seconds (a retried trial loses less than that), and not after the last
+        # epoch, whose outcome the final report below checkpoints a few seconds later.
+        if time.monotonic() - last_checkpoint < every_s or trainer.done:
+            tune.report(metrics)
+            continue
         with tempfile.TemporaryDirectory() as d:
             trainer.save_checkpoint(Path(d) / TRAINER_STATE)
             (Path(d) / HISTORY).write_text(json.dumps(trainer.history))
-            metrics = {k: _json_safe(v) for k, v in result.flat().items()}
-            tune.report({**metrics, "done": False}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        last_checkpoint = time.monotonic()
 
     summary = trainer.finish()
     # The last checkpoint holds the outcome only (bundle, history, summary): a fifth of the
@@ -65,7 +71,7 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
             "epochs_run": summary.epochs_run,
             "best_epoch": summary.best_epoch,
             "label_names": list(frames.label_stats.names),
-            **{k: _json_safe(v) for k, v in summary.metrics.items()},
+            **jsonable(summary.metrics),
         }
         (Path(d) / SUMMARY).write_text(json.dumps(final))
         if trainer.best_state is not None:
