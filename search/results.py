@@ -38,7 +38,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 STAGE_DIR_PREFIX = "stage-"
 PART_FILE = "part-0.parquet"
 # Stage names become folder names; a leading "." or "_" would make Parquet readers skip the folder.
-_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 PathLike = str | os.PathLike[str]
 
@@ -50,7 +50,7 @@ def _schema(table_name: str) -> pa.Schema:
 
 
 def _stage_file(results_dir: PathLike, table_name: str, stage: str) -> Path:
-    if not isinstance(stage, str) or not _STAGE_NAME.fullmatch(stage):
+    if not isinstance(stage, str) or not STAGE_NAME.fullmatch(stage):
         raise ValueError(
             f"invalid stage name {stage!r}: letters, digits, '_', '.', '-', starting with a letter or digit"
         )

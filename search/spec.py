@@ -169,6 +169,13 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
             f"{source}: {where}.name = {name!r}: unknown stage (known: {', '.join(STAGE_KINDS)}; "
             "any other name needs a key: the fit-config key it varies)"
         )
+    from search.results import STAGE_NAME
+
+    if not STAGE_NAME.fullmatch(name):  # it names the stage's folders
+        raise ConfigError(
+            f"{source}: {where}.name = {name!r}: use letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
     if fixed.get(name) is not None:
         return None  # fixed by hand: the stage is skipped
     key, default_values, default_rule = STAGE_KINDS.get(name, (raw.get("key"), (), "lowest_correlation"))

@@ -64,6 +64,10 @@ BAD = {
         r"stages\[0\]\.values\[1\] \(loss\.beta\) = -5: must be at least 0",
     ),
     "negative beta by hand": ({"beta": -1}, r"beta = -1: must be at least 0"),
+    "bad stage name": (
+        {"stages": [{"name": "my stage", "key": "train.lr", "values": [1e-3]}]},
+        r"name = 'my stage': use letters",
+    ),
     "bad fit key": ({"fit": {"loss.alpah": 3}}, r"unknown key 'loss\.alpah'"),
     "bad rule": ({"stages": [{"name": "beta", "rule": "best"}]}, r"rule = 'best': unknown rule"),
     "gpu fraction": (
