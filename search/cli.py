@@ -193,6 +193,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(out=args.out, quick=args.quick)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from cluster import jobs
+
+    cluster = jobs.connect(args.address, insecure=args.insecure)
+    run_id = args.run_id or time.strftime("search-%Y%m%d-%H%M%S")
+    storage = args.storage.rstrip("/")
+    job_id = jobs.submit(cluster, Path(args.config), run_id, storage, alpha=args.alpha, beta=args.beta)
+    flags = f"--address {args.address}" + (" --insecure" if args.insecure else "")
+    print(
+        f"submitted job {job_id}\n"
+        f"run directory: {storage}/{run_id}\n"
+        f"watch it:  psvae jobs logs {job_id} {flags} --follow\n"
+        f"           psvae jobs status {job_id} {flags}\n"
+        f"stop it:   psvae jobs stop {job_id} {flags}   (resubmit with --run-id {run_id} to continue)"
+    )
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from cluster import jobs
+
+    client = jobs.connect(args.address, insecure=args.insecure).client()
+    try:
+        if args.action == "status":
+            info = client.get_job_info(args.job_id)
+            print(f"{args.job_id}: {info.status}" + (f" ({info.message})" if info.message else ""))
+        elif args.action == "logs" and args.follow:
+            import asyncio
+
+            async def follow() -> None:
+                async for lines in client.tail_job_logs(args.job_id):
+                    print(lines, end="", flush=True)
+
+            asyncio.run(follow())
+        elif args.action == "logs":
+            print(client.get_job_logs(args.job_id), end="")
+        else:
+            stopped = client.stop_job(args.job_id)
+            print(f"{args.job_id}: " + ("stopping; Tune saves its state first" if stopped else "not running"))
+    except RuntimeError as err:  # the Jobs API's answer for an unknown job id
+        raise UserError(f"job {args.job_id}: {' '.join(str(err).split())}") from None
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -243,6 +287,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--out", required=True, help="the directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing directory")
+
+    p = add("submit", cmd_submit, "Submit the staged search to a Ray cluster as a Ray Job.")
+    p.add_argument("--address", required=True, help="the cluster's dashboard, http://HOST:8265")
+    p.add_argument("--config", required=True, help="the search config (YAML)")
+    p.add_argument("--run-id", help="the run's name (default: search-<date>-<time>); reuse it to resume")
+    p.add_argument("--storage", required=True, help="where run directories live, as the cluster sees it")
+    p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
+    p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
+    p.add_argument("--insecure", action="store_true", help="allow a cluster without token authentication")
+
+    p = add("jobs", cmd_jobs, "Show, follow or stop a submitted search job.")
+    p.add_argument("action", choices=["status", "logs", "stop"])
+    p.add_argument("job_id", help="the id printed by psvae submit")
+    p.add_argument("--address", required=True, help="the cluster's dashboard, http://HOST:8265")
+    p.add_argument("--follow", action="store_true", help="logs: keep printing until the job ends")
+    p.add_argument("--insecure", action="store_true", help="allow a cluster without token authentication")
 
     p = add("demo", cmd_demo, "Generate the built-in data and run the whole staged search on a local Ray.")
     p.add_argument("--quick", action="store_true", help="a few tiny epochs, to check the installation")

@@ -60,6 +60,20 @@ def resolve_storage(storage: str | None) -> Path:
     return path
 
 
+def is_local_path(storage: str) -> bool:
+    return "://" not in storage or storage.startswith("file://")
+
+
+def check_shared_storage(storage: str, nodes: int) -> None:
+    """A local path is only seen by the machine it is on: trials on other nodes would write
+    their checkpoints where the driver never finds them."""
+    if nodes > 1 and is_local_path(storage):
+        raise UserError(
+            f"--storage {storage}: the cluster has {nodes} nodes and a local path is not shared "
+            "between them; use s3://..., gs://... or a path mounted on every node"
+        )
+
+
 def open_run(spec: SearchSpec, storage: Path, run_id: str) -> tuple[Path, dict[str, Any]]:
     """Create the run directory and manifest, or check that an existing one is this spec's."""
     run_dir = storage / run_id
@@ -118,7 +132,7 @@ def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], li
         error = f"non-finite loss at epoch {metrics['epochs_run'] - 1}" if status == "diverged" else None
     else:
         status, error = "failed", "stopped before the end of its fit"
-    names = list(metrics.get("label_names") or [])
+    names = list(json.loads(metrics.get("label_names_json") or "[]"))
     history: list[dict[str, Any]] = []
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
@@ -282,6 +296,7 @@ def run_search(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     _protect_token()
+    check_shared_storage(str(storage), sum(1 for node in ray.nodes() if node["Alive"]))
     base_cfg = spec.base_config()
     data = load_data(list(spec.data), base_cfg.data.split, base_cfg.data.split_seed)
     arrays = data.to_arrays()

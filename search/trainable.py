@@ -70,7 +70,8 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
             "precision": summary.precision,
             "epochs_run": summary.epochs_run,
             "best_epoch": summary.best_epoch,
-            "label_names": list(frames.label_stats.names),
+            # a string: TensorBoard's logger takes numbers and strings, not lists
+            "label_names_json": json.dumps(list(frames.label_stats.names)),
             **jsonable(summary.metrics),
         }
         (Path(d) / SUMMARY).write_text(json.dumps(final))

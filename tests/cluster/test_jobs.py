@@ -1,0 +1,266 @@
+"""Job submission against real Ray head nodes on 127.0.0.1 (``cluster/local/head.py``).
+
+Each head runs in its own folder with HOME pinned and is ended by its pid with everything
+below it; the test checks that none of those processes is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cluster.jobs import Cluster
+from cluster.local import head as local_head
+from psvae import synthetic
+from search import demo
+from tests.conftest import SMALL_NET
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(home)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="psvae-t-", dir="/tmp") as d:  # Ray's sockets: short paths
+        yield Path(d)
+
+
+@pytest.fixture(scope="module")
+def token_head(home: Path) -> Iterator[local_head.Head]:
+    head = local_head.start(home / "head", num_cpus=2, env=base_env(home))
+    below = local_head._descendants(head.pid)
+    try:
+        yield head
+    finally:
+        every = {head.pid, *below, *local_head._descendants(head.pid)}
+        assert local_head.stop(head.folder)
+        assert not [p for p in every if local_head._alive(p)], "processes of the head left behind"
+
+
+def psvae(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, every: float = 0.5) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+def job_status(head: local_head.Head, job_id: str) -> str:
+    assert head.token_path is not None
+    headers = {"Authorization": f"Bearer {head.token_path.read_text().strip()}"}
+    return str(Cluster(head.address, headers).client().get_job_status(job_id))
+
+
+def submit(head: local_head.Head, env: dict[str, str], config: Path, run_id: str, storage: Path) -> str:
+    out = psvae(
+        "submit",
+        "--address",
+        head.address,
+        "--config",
+        str(config),
+        "--run-id",
+        run_id,
+        "--storage",
+        str(storage),
+        env={**env, **head.env()},
+    )
+    assert out.returncode == 0, out.stderr
+    match = re.search(r"submitted job (\S+)", out.stdout)
+    assert match, out.stdout
+    assert f"run directory: {storage}/{run_id}" in out.stdout
+    return match.group(1)
+
+
+def finished(head: local_head.Head, job_id: str) -> Callable[[], bool]:
+    return lambda: job_status(head, job_id) in ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def manifest(run_dir: Path) -> dict:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def stage_trials(run_dir: Path, stage: str) -> list[str]:
+    return sorted(p.name for p in (run_dir / stage).glob("train_psvae_*") if p.is_dir())
+
+
+def test_quick_search_as_a_job_then_stop_and_resubmit(
+    token_head: local_head.Head, home: Path, tmp_path: Path
+) -> None:
+    env = base_env(home)
+    storage = tmp_path / "runs"
+    # 1. the quick demo's search, as a job
+    data = synthetic.write(tmp_path / "quick.h5", synthetic.SyntheticSpec(n_trials=demo.QUICK["trials"]))
+    config = tmp_path / "quick.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": [data.name], "fit": demo.QUICK["fit"], "stages": demo.QUICK["stages"]})
+    )
+    t0 = time.monotonic()
+    job = submit(token_head, env, config, "quick", storage)
+    run_dir = storage / "quick"
+    wait_for("the first trial", lambda: bool(stage_trials(run_dir, "alpha")), 120, every=0.2)
+    to_first = time.monotonic() - t0
+    wait_for("the quick job", finished(token_head, job), 420, every=2)
+    wall = time.monotonic() - t0
+    assert job_status(token_head, job) == "SUCCEEDED", psvae(
+        "jobs", "logs", job, "--address", token_head.address, env={**env, **token_head.env()}
+    ).stdout[-3000:]
+    print(f"\nsubmit -> first trial running: {to_first:.1f} s; whole quick job: {wall:.1f} s")
+    m = manifest(run_dir)
+    assert (
+        m["status"] == "done"
+        and [m["stages"][s]["status"] for s in ("alpha", "beta", "seeds")] == ["done"] * 3
+    )
+    trials = pd.read_parquet(run_dir / "results" / "trials")
+    epochs = pd.read_parquet(run_dir / "results" / "epochs")
+    assert len(trials) == 11 and trials.trial_id.is_unique
+    assert len(epochs) == 11 * demo.QUICK["fit"]["train"]["epochs"]
+    out = psvae("export", str(run_dir), "--out", str(tmp_path / "export"), env=env)
+    assert out.returncode == 0, out.stderr
+    load = "import psvae,sys; m=psvae.load_model(sys.argv[1]); print(m.frame_shape)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", load, str(tmp_path / "export")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert loaded.returncode == 0 and "(1, 64, 64)" in loaded.stdout, loaded.stderr
+
+    # 2. a second run stopped during its beta stage, then resubmitted under the same run id
+    small = tmp_path / "small.yaml"
+    fit = {**SMALL_NET, "train.epochs": 6, "train.batch_size": 32, "loss.anneal_epochs": 1}
+    small.write_text(
+        yaml.safe_dump(
+            {"data": [str(data)], "fit": fit, "stages": demo.QUICK["stages"], "checkpoint_every_s": 0}
+        )
+    )
+    job = submit(token_head, env, small, "stopped", storage)
+    run_dir = storage / "stopped"
+    wait_for(
+        "the beta stage",
+        lambda: (
+            manifest(run_dir).get("stages", {}).get("beta", {}).get("status") == "running"
+            and bool(stage_trials(run_dir, "beta"))
+        ),
+        240,
+        every=0.2,
+    )
+    alpha_trials = stage_trials(run_dir, "alpha")
+    alpha_rows = pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha")
+    out = psvae("jobs", "stop", job, "--address", token_head.address, env={**env, **token_head.env()})
+    assert out.returncode == 0 and "stopping" in out.stdout, out.stderr
+    wait_for("the stopped job", finished(token_head, job), 120, every=1)
+    assert job_status(token_head, job) == "STOPPED"
+    assert manifest(run_dir)["stages"]["beta"]["status"] != "done"
+
+    job = submit(token_head, env, small, "stopped", storage)
+    wait_for("the resubmitted job", finished(token_head, job), 300, every=2)
+    assert job_status(token_head, job) == "SUCCEEDED"
+    m = manifest(run_dir)
+    assert m["status"] == "done"
+    assert stage_trials(run_dir, "alpha") == alpha_trials  # no new alpha trial
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha"), alpha_rows)
+    trials = pd.read_parquet(run_dir / "results" / "trials")
+    assert len(trials) == 11 and trials.trial_id.is_unique
+
+
+def raw_submit(address: str, headers: dict[str, str]) -> int:
+    body = json.dumps({"entrypoint": "echo hi"}).encode()
+    request = urllib.request.Request(
+        f"{address}/api/jobs/",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_token_head_rejects_unauthenticated_jobs(
+    token_head: local_head.Head, home: Path, tmp_path: Path
+) -> None:
+    assert token_head.token_path is not None
+    assert token_head.token_path.stat().st_mode & 0o777 == 0o600
+    assert raw_submit(token_head.address, {}) == 401
+    assert raw_submit(token_head.address, {"Authorization": "Bearer " + "0" * 64}) == 403
+    config = tmp_path / "c.yaml"
+    data = synthetic.write(tmp_path / "d.h5", synthetic.SyntheticSpec(n_trials=10, n_frames=20, size=32))
+    config.write_text(yaml.safe_dump({"data": [str(data)]}))
+    # without a token psvae refuses before sending anything
+    out = psvae(
+        "submit",
+        "--address",
+        token_head.address,
+        "--config",
+        str(config),
+        "--storage",
+        str(tmp_path),
+        env=base_env(home / "elsewhere"),
+    )
+    assert out.returncode == 2 and "asks for a token" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_auth_less_head_needs_insecure(home: Path, tmp_path: Path) -> None:
+    env = base_env(home)
+    head = local_head.start(Path(tempfile.mkdtemp(prefix="h", dir=home)), num_cpus=1, auth=False, env=env)
+    try:
+        config = tmp_path / "c.yaml"
+        data = synthetic.write(tmp_path / "d.h5", synthetic.SyntheticSpec(n_trials=10, n_frames=20, size=32))
+        config.write_text(
+            yaml.safe_dump(
+                {"data": [str(data)], "fit": {**SMALL_NET, "train.epochs": 1, "loss.anneal_epochs": 0}}
+            )
+        )
+        args = [
+            "submit",
+            "--address",
+            head.address,
+            "--config",
+            str(config),
+            "--storage",
+            str(tmp_path / "r"),
+        ]
+        out = psvae(*args, env={**env, **head.env()})
+        assert out.returncode == 2 and "--insecure" in out.stderr and "without authentication" in out.stderr
+        assert not (tmp_path / "r").exists()
+        out = psvae(*args, "--insecure", env={**env, **head.env()})
+        assert out.returncode == 0, out.stderr
+        job = re.search(r"submitted job (\S+)", out.stdout)
+        assert job
+        out = psvae("jobs", "stop", job.group(1), "--address", head.address, "--insecure", env=env)
+        assert out.returncode == 0, out.stderr
+    finally:
+        below = local_head._descendants(head.pid)
+        assert local_head.stop(head.folder)
+        assert not [p for p in [head.pid, *below] if local_head._alive(p)]
