@@ -211,6 +211,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from cluster.local.head import write_token
+
+    path = Path(args.out).expanduser()
+    if path.exists():
+        raise UserError(f"{path}: already exists; a token is never overwritten (delete it first)")
+    write_token(path)
+    print(f"wrote a new cluster token to {path} (mode 0600); give it to the cluster as RAY_AUTH_TOKEN_PATH")
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from cluster import jobs
 
@@ -303,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help="the cluster's dashboard, http://HOST:8265")
     p.add_argument("--follow", action="store_true", help="logs: keep printing until the job ends")
     p.add_argument("--insecure", action="store_true", help="allow a cluster without token authentication")
+
+    p = add("token", cmd_token, "Write a new cluster token file, readable by its owner only.")
+    p.add_argument("--out", required=True, help="the file to create (e.g. ~/.ray/my-cluster.token)")
 
     p = add("demo", cmd_demo, "Generate the built-in data and run the whole staged search on a local Ray.")
     p.add_argument("--quick", action="store_true", help="a few tiny epochs, to check the installation")

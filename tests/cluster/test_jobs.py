@@ -233,7 +233,16 @@ def test_token_head_rejects_unauthenticated_jobs(
 
 def test_auth_less_head_needs_insecure(home: Path, tmp_path: Path) -> None:
     env = base_env(home)
-    head = local_head.start(Path(tempfile.mkdtemp(prefix="h", dir=home)), num_cpus=1, auth=False, env=env)
+    # through the shell scripts this time
+    folder = Path(tempfile.mkdtemp(prefix="h", dir=home))
+    scripts = {"PYTHON": sys.executable, **env}
+    started = subprocess.run(
+        [REPO / "cluster/local/start-head.sh", folder, "--num-cpus", "1", "--no-auth"],
+        env=scripts, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    head = local_head.load(folder)
+    assert head.address in started.stdout and head.token_path is None
     try:
         config = tmp_path / "c.yaml"
         data = synthetic.write(tmp_path / "d.h5", synthetic.SyntheticSpec(n_trials=10, n_frames=20, size=32))
@@ -262,5 +271,9 @@ def test_auth_less_head_needs_insecure(home: Path, tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
     finally:
         below = local_head._descendants(head.pid)
-        assert local_head.stop(head.folder)
-        assert not [p for p in [head.pid, *below] if local_head._alive(p)]
+        stopped = subprocess.run([REPO / "cluster/local/stop-head.sh", folder], env=scripts, timeout=60)
+        assert stopped.returncode == 0
+        assert not [p for p in [head.pid, *below] if local_head._alive(p)], (
+            "processes of the head left behind"
+        )
+        assert not (folder / local_head.STATE).exists()
