@@ -138,13 +138,15 @@ def search_command(
 ) -> int:
     """Run or resume a search and turn its outcome into an exit code: 0 done, 1 a stage had
     no usable trial, 130 interrupted (resumable)."""
-    from search.run import Interrupted, SearchError, resolve_storage, run_search
+    from search.run import Interrupted, SearchError, run_search
+    from search.storage import resolve_storage
 
-    root = resolve_storage(storage)
+    store = resolve_storage(storage)
+    run_dir = store.run_location(run_id)
     try:
-        run_dir = run_search(spec, run_id, root, address)
+        run_search(spec, run_id, store, address)
     except Interrupted as err:
-        print(f"psvae: {err}; continue with: psvae resume {root / run_id}", file=sys.stderr)
+        print(f"psvae: {err}; continue with: psvae resume {run_dir}", file=sys.stderr)
         return 130
     except SearchError as err:
         print(f"psvae: search failed: {err}", file=sys.stderr)
@@ -165,17 +167,18 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from search.run import read_manifest
     from search.spec import SearchSpec
+    from search.storage import split_run
 
-    run_dir = Path(args.run_dir).resolve()
-    manifest = read_manifest(run_dir)
+    root, _ = split_run(args.run_dir)
+    manifest = read_manifest(args.run_dir)
     spec = SearchSpec.from_dict(manifest["spec"])
-    return search_command(spec, manifest["run_id"], str(run_dir.parent), args.address)
+    return search_command(spec, manifest["run_id"], root, args.address)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from search.status import status_text
 
-    print(status_text(Path(args.run_dir)))
+    print(status_text(args.run_dir))
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from psvae.errors import UserError
 from search.run import read_manifest
+from search.storage import exists, fetch_dir, is_uri
 from search.trainable import BUNDLE
 
 
@@ -18,21 +19,24 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
     The copy is made in a temporary directory next to ``out`` and renamed into place, so an
     existing export is replaced only with ``force`` and only once the new one is complete.
     """
-    run_dir, out = Path(run_dir), Path(out)
+    out = Path(out)
     manifest = read_manifest(run_dir)
     selected = manifest.get("selected")
     if not selected:
         raise UserError(f"{run_dir}: the search has not selected a model yet (status {manifest['status']})")
     if out.exists() and not force:
         raise UserError(f"{out}: already exists; choose another --out or pass --force")
-    bundle = Path(selected["checkpoint"]) / BUNDLE
-    if not (bundle / "weights.pt").is_file():
+    bundle = f"{selected['checkpoint']}/{BUNDLE}"
+    if not exists(f"{bundle}/weights.pt"):
         raise UserError(f"{bundle}: the selected trial's model bundle is missing")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         staged = tmp / "bundle"
-        shutil.copytree(bundle, staged)
+        if is_uri(bundle):
+            fetch_dir(bundle, staged)
+        else:
+            shutil.copytree(bundle, staged)
         selection = {
             "run_id": manifest["run_id"],
             "spec_hash": manifest["spec_hash"],

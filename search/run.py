@@ -7,7 +7,9 @@
       export/          the selected model (written by ``psvae export`` / the demo)
 
 Running the same spec again continues the run: finished stages are not re-run, the current
-stage is restored from its trials' checkpoints, and a changed spec is refused.
+stage is restored from its trials' checkpoints, and a changed spec is refused. The storage may
+be an object store (``search/storage.py``): Tune writes there directly and the driver's files
+are mirrored.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from psvae.errors import UserError
 from psvae.files import write_json_atomic
 from search.spec import SearchSpec, StageSpec
+from search.storage import Storage, exists, is_uri, read_text
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -40,24 +43,12 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST
-    if not path.is_file():
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a run directory: a local path, or a URI (``s3://bucket/runs/ID``)."""
+    location = f"{str(run_dir).rstrip('/')}/{MANIFEST}" if is_uri(str(run_dir)) else Path(run_dir) / MANIFEST
+    if not exists(location):
         raise UserError(f"{run_dir}: not a search run directory (no {MANIFEST})")
-    return dict(json.loads(path.read_text()))
-
-
-def resolve_storage(storage: str | None) -> Path:
-    """An absolute, writable local directory (URIs are for cluster runs)."""
-    if storage and "://" in storage and not storage.startswith("file://"):
-        raise UserError(f"--storage {storage}: only local paths are supported by this command so far")
-    path = Path((storage or "runs").removeprefix("file://")).expanduser().resolve()
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--storage {storage or path}: {probe} is not a writable directory")
-    return path
+    return dict(json.loads(read_text(location)))
 
 
 def is_local_path(storage: str) -> bool:
@@ -117,7 +108,9 @@ def chosen_overrides(manifest: dict[str, Any], spec: SearchSpec) -> dict[str, An
     return out
 
 
-def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _trial_row(
+    result: Any, run_id: str, stage: str, storage: Storage
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One trials row and its epochs rows from a Tune result."""
     from search.trainable import HISTORY
 
@@ -161,7 +154,7 @@ def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], li
         "val_label_r2_per_label": [metric(f"val_label_r2_{n}") for n in names],
         "test_label_r2_per_label": [metric(f"test_label_r2_{n}") for n in names],
         "config_json": json.dumps(config, sort_keys=True),
-        "checkpoint": None if result.checkpoint is None else str(result.checkpoint.path),
+        "checkpoint": None if result.checkpoint is None else storage.location(result.checkpoint.path),
     }
     for key in (
         "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",
@@ -220,8 +213,11 @@ def run_stage(
     run_dir: Path,
     data_arrays: dict[str, Any],
     fixed: dict[str, Any],
+    experiments: str | None = None,
 ) -> Any:
-    """Run (or restore and finish) the stage's Tune experiment; returns its ResultGrid."""
+    """Run (or restore and finish) the stage's Tune experiment; returns its ResultGrid.
+    ``run_dir``: the driver's local run folder; ``experiments``: where Tune keeps the stage's
+    experiment (default ``run_dir``; a URI for an object store)."""
     from ray import tune
 
     from search.trainable import train_psvae
@@ -231,10 +227,11 @@ def run_stage(
         tune.with_parameters(train_psvae, data=data_arrays),
         {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
     )
-    path = run_dir / stage.name
+    experiments = experiments or str(run_dir)
+    path = f"{experiments}/{stage.name}"
     max_concurrent = spec.resources.max_concurrent or None
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         if stage.algorithm == "optuna":
             trial_space, tune_config = _optuna_stage(stage, run_dir, max_concurrent)
@@ -248,7 +245,7 @@ def run_stage(
             tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=stage.name,
-                storage_path=str(run_dir),
+                storage_path=experiments,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
@@ -256,9 +253,7 @@ def run_stage(
         )
     grid = tuner.fit()
     unfinished = [
-        t.trial_id
-        for t in tune.ExperimentAnalysis(str(path)).trials
-        if t.status not in ("TERMINATED", "ERROR")
+        t.trial_id for t in tune.ExperimentAnalysis(path).trials if t.status not in ("TERMINATED", "ERROR")
     ]
     if unfinished:
         raise Interrupted(f"stage {stage.name}: {len(unfinished)} trial(s) unfinished")
@@ -276,7 +271,7 @@ def _protect_token() -> None:
 def run_search(
     spec: SearchSpec,
     run_id: str,
-    storage: Path,
+    storage: Storage,
     address: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
@@ -287,7 +282,15 @@ def run_search(
     from psvae.data import load_data
     from search import results, selection
 
-    run_dir, manifest = open_run(spec, storage, run_id)
+    storage.pull(run_id)
+    run_dir, manifest = open_run(spec, storage.local, run_id)
+    storage.push(run_id, MANIFEST)
+
+    def save_manifest() -> None:
+        write_json_atomic(run_dir / MANIFEST, manifest)
+        storage.push(run_id, MANIFEST)
+        storage.push(run_id, MANIFEST)
+
     # Tune's own console output is replaced by one line per stage and decision
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -296,7 +299,7 @@ def run_search(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     _protect_token()
-    check_shared_storage(str(storage), sum(1 for node in ray.nodes() if node["Alive"]))
+    check_shared_storage(storage.root, sum(1 for node in ray.nodes() if node["Alive"]))
     base_cfg = spec.base_config()
     data = load_data(list(spec.data), base_cfg.data.split, base_cfg.data.split_seed)
     arrays = data.to_arrays()
@@ -315,22 +318,25 @@ def run_search(
         log(f"stage {stage.name}: {n_trials} {stage.algorithm} trials varying {stage.key}, fixed {fixed}")
         start = time.perf_counter()
         manifest["stages"][stage.name] = {"status": "running", "started": now()}
-        write_json_atomic(run_dir / MANIFEST, manifest)
-        grid = run_stage(stage, spec, run_dir, arrays, fixed)
+        save_manifest()
+        grid = run_stage(stage, spec, run_dir, arrays, fixed, storage.run_location(run_id))
+        storage.push(run_id, OPTUNA_JOURNAL)
         rows, epoch_rows = [], []
         for result in grid:
-            row, epochs = _trial_row(result, run_id, stage.name)
+            row, epochs = _trial_row(result, run_id, stage.name, storage)
             rows.append(row)
             epoch_rows.extend(epochs)
         rows.sort(key=lambda r: r["trial_id"])
         results.write_stage(run_dir / "results", "trials", stage.name, rows)
         results.write_stage(run_dir / "results", "epochs", stage.name, epoch_rows)
+        for table in ("trials", "epochs"):
+            storage.push(run_id, f"results/{table}/{results.STAGE_DIR_PREFIX}{stage.name}")
         try:
             decision = selection.select(stage.rule, pd.DataFrame(rows), **stage.rule_params)
         except selection.SelectionError as err:
             manifest["stages"][stage.name] = {"status": "failed", "error": str(err), "finished": now()}
             manifest["status"] = "failed"
-            write_json_atomic(run_dir / MANIFEST, manifest)
+            save_manifest()
             raise SearchError(f"stage {stage.name}: {err}") from None
         chosen_row = next(r for r in rows if r["trial_id"] == decision.trial_id)
         chosen_config = json.loads(chosen_row["config_json"])
@@ -345,7 +351,7 @@ def run_search(
             "fixes": {key: chosen_config[key] for key in stage.varied_keys()},
             "decision": decision.to_dict() | {"checkpoint": checkpoint},
         }
-        write_json_atomic(run_dir / MANIFEST, manifest)
+        save_manifest()
         last_decision = manifest["stages"][stage.name]["decision"] | {"stage": stage.name}
         log(f"stage {stage.name}: chose {manifest['stages'][stage.name]['fixes']}: {decision.explanation}")
 
@@ -358,5 +364,5 @@ def run_search(
     }
     manifest["status"] = "done"
     manifest["finished"] = now()
-    write_json_atomic(run_dir / MANIFEST, manifest)
+    save_manifest()
     return run_dir

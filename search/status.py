@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from search.run import read_manifest
+from search.storage import Storage, is_uri, list_files, mirror_root, read_text, split_run
 
 
 def _fmt(value: object) -> str:
@@ -14,12 +15,12 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def _running_trials(experiment: Path) -> list[str]:
+def _running_trials(experiment: str) -> list[str]:
     """One line per trial of a stage that is still running, from Tune's result files."""
     lines = []
-    for result_file in sorted(experiment.glob("train_psvae*/result.json")):
-        reports = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
-        trial = result_file.parent.name.split("_")[2:4]
+    for result_file in list_files(experiment, "result.json"):
+        reports = [json.loads(line) for line in read_text(result_file).splitlines() if line.strip()]
+        trial = result_file.replace("\\", "/").rsplit("/", 2)[-2].split("_")[2:4]
         if not reports:
             lines.append(f"  {'_'.join(trial):<14} started")
             continue
@@ -30,10 +31,18 @@ def _running_trials(experiment: Path) -> list[str]:
     return lines or ["  (no trial has started yet)"]
 
 
-def status_text(run_dir: Path) -> str:
+def status_text(location: str | Path) -> str:
+    """``location``: a run directory, local or a URI (its driver files are fetched first)."""
     from search import results
 
-    manifest = read_manifest(run_dir)
+    location = str(location).rstrip("/")
+    manifest = read_manifest(location)
+    run_dir = Path(location)
+    if is_uri(location):
+        root, run_id = split_run(location)
+        store = Storage(root, mirror_root(root))
+        store.pull(run_id)
+        run_dir = store.local / run_id
     lines = [f"run {manifest['run_id']} ({manifest['status']}), spec {manifest['spec_hash']}", ""]
     lines.append(f"{'stage':<8} {'status':<9} {'rule':<20} chosen")
     searched = [s["name"] for s in manifest["spec"]["stages"]]
@@ -64,7 +73,7 @@ def status_text(run_dir: Path) -> str:
     for stage in searched:
         record = manifest["stages"].get(stage)
         if record is not None and record["status"] == "running":
-            lines += ["", f"stage {stage} in progress:", *_running_trials(run_dir / stage)]
+            lines += ["", f"stage {stage} in progress:", *_running_trials(f"{location}/{stage}")]
     if manifest.get("selected"):
         s = manifest["selected"]
         lines += ["", f"selected: trial {s['trial_id']} of stage {s['stage']}: {s['chosen']}"]

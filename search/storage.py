@@ -1,0 +1,188 @@
+"""Where runs live: a local folder, or an object store (``s3://``, ``gs://``).
+
+Tune writes each stage's experiment (trial results and checkpoints) straight to the storage,
+local or not. The driver's own files (``manifest.json``, ``results/``, the Optuna journal) are
+written in a local folder first, with the same atomic writes as always, and each is uploaded
+as soon as it is complete; opening a run downloads them again, so any machine can resume it.
+For an object store that local folder is a mirror under ``~/.cache/psvae/storage/``.
+
+Object stores are reached through pyarrow's file systems, which take their credentials and
+endpoints from the usual places (``AWS_*`` variables and files, Google's application default
+credentials; ``AWS_ENDPOINT_URL`` for an S3-compatible server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from psvae.errors import UserError
+
+REMOTE_SCHEMES = ("s3", "gs")
+# what the driver writes itself, relative to a run directory; Tune's experiments are not here
+DRIVER_FILES = ("manifest.json", "results", "optuna.journal")
+
+
+def is_uri(location: str | os.PathLike[str]) -> bool:
+    return isinstance(location, str) and urlparse(location).scheme in REMOTE_SCHEMES
+
+
+def filesystem(uri: str) -> tuple[Any, str]:
+    """pyarrow's file system for ``uri`` and the path inside it."""
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as err:  # pyarrow raises several kinds for bad URIs and missing credentials
+        raise UserError(f"{uri}: cannot open this storage ({' '.join(str(err).split())})") from None
+
+
+def _info(uri: str) -> Any:
+    fs, path = filesystem(uri)
+    return fs, path, fs.get_file_info(path)
+
+
+def exists(location: str | Path) -> bool:
+    import pyarrow.fs as pafs
+
+    if not is_uri(location):
+        return Path(location).exists()
+    return bool(_info(str(location))[2].type != pafs.FileType.NotFound)
+
+
+def read_text(location: str | Path) -> str:
+    if not is_uri(location):
+        return Path(location).read_text()
+    fs, path = filesystem(str(location))
+    with fs.open_input_stream(path) as f:
+        return bytes(f.read()).decode()
+
+
+def list_files(location: str | Path, name: str) -> list[str]:
+    """The files called ``name`` anywhere below ``location``, as locations of the same kind."""
+    import pyarrow.fs as pafs
+
+    if not is_uri(location):
+        return sorted(str(p) for p in Path(location).rglob(name))
+    fs, path = filesystem(str(location))
+    scheme = urlparse(str(location)).scheme
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return sorted(
+        f"{scheme}://{f.path}" for f in found if f.type == pafs.FileType.File and f.base_name == name
+    )
+
+
+def fetch_dir(location: str, dest: Path) -> Path:
+    """A local copy of the folder at ``location`` (a URI), made in ``dest``."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        raise UserError(f"{location}: no such folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return dest
+
+
+def split_run(location: str) -> tuple[str, str]:
+    """``<storage>/<run_id>`` → (storage, run_id), for a local path or a URI."""
+    location = location.rstrip("/")
+    if is_uri(location):
+        root, _, run_id = location.rpartition("/")
+        if "://" not in root:
+            raise UserError(f"{location}: expected <storage>/<run id>, e.g. s3://bucket/runs/my-run")
+        return root, run_id
+    path = Path(location).expanduser().resolve()
+    return str(path.parent), path.name
+
+
+@dataclass(frozen=True)
+class Storage:
+    """``root``: the storage as given (an absolute local path or a URI). ``local``: the folder on
+    this machine that holds the driver's files: ``root`` itself, or its mirror."""
+
+    root: str
+    local: Path
+
+    @property
+    def remote(self) -> bool:
+        return is_uri(self.root)
+
+    def run_location(self, run_id: str) -> str:
+        """The run directory as users name it: a path, or a URI."""
+        return f"{self.root}/{run_id}" if self.remote else str(self.local / run_id)
+
+    def location(self, fs_path: str) -> str:
+        """A path inside the storage's file system (what Tune reports) as a user-facing location."""
+        return f"{urlparse(self.root).scheme}://{fs_path}" if self.remote else fs_path
+
+    def pull(self, run_id: str) -> None:
+        """Replace the mirror's copy of the run's driver files with the storage's."""
+        if not self.remote:
+            return
+        import pyarrow.fs as pafs
+
+        local = self.local / run_id
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir(parents=True)
+        for name in DRIVER_FILES:
+            source = f"{self.root}/{run_id}/{name}"
+            if exists(source):
+                fs, path = filesystem(source)
+                pafs.copy_files(path, str(local / name), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+
+    def push(self, run_id: str, relative: str) -> None:
+        """Upload one finished file or folder of the run's driver files."""
+        if not self.remote:
+            return
+        import pyarrow.fs as pafs
+
+        source = self.local / run_id / relative
+        if not source.exists():
+            return
+        fs, path = filesystem(f"{self.root}/{run_id}/{relative}")
+        if source.is_dir():
+            fs.create_dir(path, recursive=True)
+        pafs.copy_files(
+            str(source), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+        )
+
+
+def mirror_root(uri: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "psvae" / "storage" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def resolve_storage(storage: str | None) -> Storage:
+    """Check the storage before anything starts: a writable local folder, or a reachable
+    object-store URI (``s3://bucket/prefix``, ``gs://bucket/prefix``)."""
+    if storage and "://" in storage and not storage.startswith("file://"):
+        if not is_uri(storage):
+            raise UserError(
+                f"--storage {storage}: unsupported scheme (use a local path, file://, s3:// or gs://)"
+            )
+        import pyarrow.fs as pafs
+
+        uri = storage.rstrip("/")
+        fs, path = filesystem(uri)
+        bucket = path.split("/", 1)[0]
+        try:
+            found = fs.get_file_info(bucket).type != pafs.FileType.NotFound
+        except OSError as err:
+            raise UserError(f"--storage {storage}: cannot reach it ({' '.join(str(err).split())})") from None
+        if not found:
+            raise UserError(f"--storage {storage}: the bucket {bucket!r} does not exist or is not visible")
+        return Storage(uri, mirror_root(uri))
+    folder = Path((storage or "runs").removeprefix("file://")).expanduser().resolve()
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--storage {storage or folder}: {probe} is not a writable directory")
+    return Storage(str(folder), folder)
