@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -141,7 +141,7 @@ def submit(
         return str(
             cluster.client().submit_job(
                 entrypoint=entrypoint,
-                submission_id=f"psvae-{run_id}-{time.strftime('%Y%m%d-%H%M%S')}",
+                submission_id=f"psvae-{run_id}-{secrets.token_hex(3)}",  # one run, many jobs
                 runtime_env={"working_dir": str(folder), "env_vars": dict(STOP_ENV)},
                 metadata={"psvae_run_id": run_id, "psvae_storage": storage},
             )

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATE = "head.json"
+WORKER_PORTS = 200  # one per worker process: plenty for one machine
 TOKEN = "auth_token"
 # every port Ray would otherwise take at its default, so two heads (or a head and a local Ray)
 # on one machine never meet
@@ -69,6 +70,24 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _free_range(n: int, avoid: set[int]) -> int:
+    """The first port of ``n`` consecutive free ports below the kernel's ephemeral range, so
+    ports picked by the kernel (as above) never fall inside it."""
+    for _ in range(100):
+        low = secrets.randbelow(10_000) + 20_000
+        ports = range(low, low + n)
+        if avoid.intersection(ports):
+            continue
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return low
+    raise RuntimeError(f"no {n} consecutive free ports found for Ray's workers")
+
+
 def write_token(path: Path) -> Path:
     """A new 256-bit token, readable by its owner only (created 0600, never widened)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +122,7 @@ def start(
         raise RuntimeError(f"{folder}: a head was started here already (stop it first)")
     folder.mkdir(parents=True, exist_ok=True)
     ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
-    worker_low = _free_ports(1)[0]
+    worker_low = _free_range(WORKER_PORTS, set(ports.values()))
     env = dict(os.environ if env is None else env)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     # Ray swaps 127.0.0.1 for the machine's routable address unless told that this is a
@@ -127,7 +146,7 @@ def start(
         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
         f"--temp-dir={folder / 'ray'}",
         *(f"{flag}={port}" for flag, port in ports.items()),
-        f"--min-worker-port={worker_low}", f"--max-worker-port={worker_low + 200}",
+        f"--min-worker-port={worker_low}", f"--max-worker-port={worker_low + WORKER_PORTS - 1}",
     ]  # fmt: skip
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
@@ -199,8 +218,10 @@ def stop(folder: Path, timeout_s: float = 30) -> bool:
     pid = json.loads(path.read_text())["pid"]
     ran = _alive(pid)
     pids = [pid, *_descendants(pid)] if ran else []  # listed before any of them exits
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-        for p in pids:
+    # `ray start --block` ends its processes in order on SIGTERM; whatever is left (job
+    # drivers, workers that outlived their raylet) is killed
+    for targets, sig, wait_s in ((pids[:1], signal.SIGTERM, timeout_s), (pids, signal.SIGKILL, 10.0)):
+        for p in targets:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, sig)
         deadline = time.monotonic() + wait_s
