@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -57,3 +59,14 @@ def make_trials(
         "images": {n: rng.integers(0, 256, (n_frames, 1, size, size), dtype=np.uint8) for n in names},
         "labels": {n: rng.normal(size=(n_frames, n_labels)).astype(np.float32) for n in names},
     }
+
+
+def frame_shape_in_fresh_process(bundle: Path, env: dict[str, str]) -> str:
+    """Load an exported bundle in a new Python started outside the repository and the run
+    directory; returns the model's frame shape as printed, after asserting the load worked."""
+    load = "import psvae, sys; print(psvae.load_model(sys.argv[1]).frame_shape)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", load, str(bundle)], env=env, capture_output=True, text=True, cwd="/"
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    return loaded.stdout.strip()

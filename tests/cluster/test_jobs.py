@@ -26,7 +26,7 @@ from cluster.jobs import Cluster
 from cluster.local import head as local_head
 from psvae import synthetic
 from search import demo
-from tests.conftest import SMALL_NET
+from tests.conftest import SMALL_NET, frame_shape_in_fresh_process
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -144,15 +144,7 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     assert len(epochs) == 11 * demo.QUICK["fit"]["train"]["epochs"]
     out = psvae("export", str(run_dir), "--out", str(tmp_path / "export"), env=env)
     assert out.returncode == 0, out.stderr
-    load = "import psvae,sys; m=psvae.load_model(sys.argv[1]); print(m.frame_shape)"
-    loaded = subprocess.run(
-        [sys.executable, "-c", load, str(tmp_path / "export")],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd="/",
-    )
-    assert loaded.returncode == 0 and "(1, 64, 64)" in loaded.stdout, loaded.stderr
+    assert frame_shape_in_fresh_process(tmp_path / "export", env) == "(1, 64, 64)"
 
     # 2. a second run stopped during its beta stage, then resubmitted under the same run id
     small = tmp_path / "small.yaml"

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import frame_shape_in_fresh_process
 from tests.search.test_search_ray import env_for, psvae, write_spec
 
 pytestmark = pytest.mark.slow
@@ -105,15 +106,7 @@ def test_search_on_s3_storage_resumes_and_exports_from_any_machine(
     assert out.returncode == 0 and "selected: trial" in out.stdout, out.stderr
     out = psvae("export", f"{storage}/r1", "--out", str(tmp_path / "export"), env=env2)
     assert out.returncode == 0, out.stderr
-    load = "import psvae,sys; print(psvae.load_model(sys.argv[1]).frame_shape)"
-    loaded = subprocess.run(
-        [sys.executable, "-c", load, str(tmp_path / "export")],
-        env=env2,
-        capture_output=True,
-        text=True,
-        cwd="/",
-    )
-    assert loaded.returncode == 0 and "(1, 32, 32)" in loaded.stdout, loaded.stderr
+    assert frame_shape_in_fresh_process(tmp_path / "export", env2) == "(1, 32, 32)"
     out = psvae("resume", f"{storage}/r1", env=env2)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("done earlier") == 2
