@@ -187,6 +187,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from search.report import timed_report
+
+    index, seconds = timed_report(args.run_dir)
+    print(f"wrote {index} in {seconds:.1f} s (open it in a browser; it works offline)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from search import demo
 
@@ -243,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--out", required=True, help="the directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing directory")
+
+    p = add("report", cmd_report, "Write the run's HTML report, RUN_DIR/report/index.html.")
+    p.add_argument("run_dir", help="the run directory")
 
     p = add("demo", cmd_demo, "Generate the built-in data and run the whole staged search on a local Ray.")
     p.add_argument("--quick", action="store_true", help="a few tiny epochs, to check the installation")
