@@ -150,7 +150,10 @@ def search_command(
         print(f"psvae: search failed: {err}", file=sys.stderr)
         return 1
     if announce:
-        print(f"run directory: {run_dir}\nexport the selected model with: psvae export {run_dir} --out DIR")
+        print(
+            f"run directory: {run_dir}\nreport: {run_dir / 'report' / 'index.html'}\n"
+            f"export the selected model with: psvae export {run_dir} --out DIR"
+        )
     return 0
 
 
