@@ -174,6 +174,7 @@ def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_pat
         assert decision["rule"] and decision["table"] and decision["explanation"]
     trials, _ = check_results(run_dir, n_epochs=2)
     assert sorted(trials.groupby("stage").size().items()) == [("alpha", 4), ("beta", 4), ("seeds", 3)]
+    assert (run_dir / "report" / "index.html").is_file()  # written by the search itself
     # the export loads in a fresh process that knows nothing of the run directory
     code = (
         "import numpy as np, psvae\n"
