@@ -119,7 +119,9 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def html_table(rows: list[dict[str, Any]], columns: list[str], highlight: str | None = None) -> str:
+def html_table(
+    rows: list[dict[str, Any]], columns: list[str], highlight: str | None = None, narrow: bool = False
+) -> str:
     """A plain table; the row whose trial_id is ``highlight`` is marked as the chosen one."""
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = []
@@ -127,7 +129,8 @@ def html_table(rows: list[dict[str, Any]], columns: list[str], highlight: str | 
         chosen = highlight is not None and row.get("trial_id") == highlight
         cells = "".join(f"<td>{esc(fmt(row.get(c)))}</td>" for c in columns)
         body.append(f"<tr{' class=chosen' if chosen else ''}>{cells}</tr>")
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    css = " class=narrow" if narrow else ""
+    table = f"<table{css}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f'<div class="table-wrap">{table}</div>'
 
 
@@ -455,7 +458,7 @@ def _labels_html(model: Any, trials: list[report_model.TestTrial], page: Page) -
         f"<code>{esc(model.config.data.split)}</code> (seed {model.config.data.split_seed}), "
         "in the labels' own units; "
         "gaps in the true trace are missing labels.</p>",
-        html_table(overall, ["label", "R² (all test trials)"]),
+        html_table(overall, ["label", "R² (all test trials)"], narrow=True),
     ]
     for trial in trials[:MAX_LABEL_TRIALS]:
         r2 = [report_model.r2(trial.labels[:, k], trial.predicted[:, k]) for k in range(len(names))]
@@ -485,7 +488,8 @@ def _traversals_html(model: Any, trials: list[report_model.TestTrial]) -> str:
         "values on the test frames while the others keep the base frame's values; each row of decoded "
         "frames has beneath it its difference from the row's first frame "
         '(<span class="neg">blue</span>: darker, <span class="pos">red</span>: brighter; '
-        "scaled to the row's largest change).</p>"
+        "scaled to the row's largest change).</p>",
+        _base_frame_html(model, trial, index),
     ]
     for row in rows:
         first = row.frames[0]
@@ -509,6 +513,17 @@ def _traversals_html(model: Any, trials: list[report_model.TestTrial]) -> str:
             f'<div class="strip diff" style="--n:{n}">{diff_cells}</div></div>'
         )
     return "".join(parts)
+
+
+def _base_frame_html(model: Any, trial: report_model.TestTrial, index: int) -> str:
+    """The frame the traversals start from, and the model's reconstruction of it."""
+    original = report_model.to_rgb(trial.frames[index].astype(np.float32) / 255.0)
+    decoded = report_model.to_rgb(model.decode(trial.latents[index])[0])
+    cells = "".join(
+        f'<figure><img alt="{caption}" src="{_data_uri(image)}"><figcaption>{caption}</figcaption></figure>'
+        for image, caption in ((original, "base frame"), (decoded, "its reconstruction"))
+    )
+    return f'<div class="strip base" style="--n:7">{cells}</div>'
 
 
 def _movie_html(model: Any, trials: list[report_model.TestTrial]) -> tuple[str, list[np.ndarray]]:

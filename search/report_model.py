@@ -102,12 +102,11 @@ def _ranges(model: FittedModel, trials: list[TestTrial]) -> list[tuple[np.ndarra
     """For every latent: (the latent's values along its traversal, the values shown, a description)."""
     latents = np.concatenate([t.latents for t in trials])
     labels_z = model.label_stats.zscore(np.concatenate([t.labels for t in trials]))
-    names = latent_names(model)
     n_labels = model.network.n_labels
     head = model.network.label_head
     out = []
     steps = np.linspace(0.0, 1.0, N_MOVIE_POINTS * 4 + 1)  # fine grid; rows and movie subsample it
-    for d, name in enumerate(names):
+    for d in range(latents.shape[1]):
         if d < n_labels:
             column = labels_z[:, d][np.isfinite(labels_z[:, d])]
             low, high = np.percentile(column, SUPERVISED_PERCENTILES)
@@ -122,7 +121,7 @@ def _ranges(model: FittedModel, trials: list[TestTrial]) -> list[tuple[np.ndarra
             low, high = np.percentile(latents[:, d], UNSUPERVISED_PERCENTILES)
             along = low + steps * (high - low)
             shown = along
-            text = f"{name} from {low:.3g} to {high:.3g} ({_percentiles(UNSUPERVISED_PERCENTILES)})"
+            text = f"from {low:.3g} to {high:.3g} ({_percentiles(UNSUPERVISED_PERCENTILES)})"
         out.append((along, shown, text))
     return out
 

@@ -64,6 +64,8 @@ code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; back
 table { border-collapse: collapse; font-size: 13px; width: 100%; }
 th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: #f8f9fb; font-weight: 600; white-space: nowrap; }
+table.narrow { width: auto; min-width: 320px; }
+.strip.base { margin-bottom: 8px; }
 tr.chosen td { background: #fff4e5; font-weight: 600; }
 details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; font-size: 14px; }

@@ -134,7 +134,8 @@ def test_quick_demo_report_draws_every_section_in_chromium(demo_run: Path, brows
 
     page = inspect_page(browser, index, "report.png")
     assert page["sections"] == [[s, "done"] for s in SECTIONS]
-    assert len(page["images"]) == 2 * 4 * 7 + 4  # traversal rows and their differences; movie panels
+    # the base frame and its reconstruction, traversal rows and their differences, movie panels
+    assert len(page["images"]) == 2 + 2 * 4 * 7 + 4
     by_section = {f["section"] for f in page["figures"]}
     assert {"stage-alpha", "stage-beta", "stage-seeds", "curves", "labels"} <= by_section
     assert len([f for f in page["figures"] if f["section"] == "stage-alpha"]) == 2  # sweep, trade-off
