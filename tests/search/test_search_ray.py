@@ -316,6 +316,12 @@ def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, d
     assert manifest["stages"]["lr"]["fixes"] == {"train.lr": 1e-3}
     excluded = [row for row in decision["table"] if row["excluded"]]
     assert len(excluded) == 1 and excluded[0]["excluded"].startswith("diverged")
+    # the report draws a stage with a key of its own and lists the diverged trial with its reason
+    assert "was not refreshed" not in done.stdout
+    page = (run_dir / "report" / "index.html").read_text()
+    failures = page[page.index('<section id="failures"') :]
+    assert diverged.trial_id.iloc[0] in failures and "non-finite loss" in failures
+    assert page.count("data-figure") >= 3  # the lr sweep, the curves, the label traces
 
     changed = write_spec(
         tmp_path, data_file, stages, fit={"train.epochs": 4, "loss.anneal_epochs": 0}, name="t.yaml"
@@ -345,3 +351,4 @@ def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(t
     assert sorted(t.params["trial/loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["alpha"]["decision"]["rule"] == "alpha_tolerance"
+    assert f"optuna-dashboard {run_dir / 'optuna.journal'}" in (run_dir / "report" / "index.html").read_text()
