@@ -110,9 +110,9 @@ def esc(value: object) -> str:
 
 def fmt(value: object) -> str:
     """A number as a short string; missing values as an en dash."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and not np.isfinite(value)):
         return "–"
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
     if isinstance(value, float | np.floating):
         return f"{float(value):.4g}"

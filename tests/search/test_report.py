@@ -192,6 +192,22 @@ def test_a_run_in_progress_shows_alpha_and_marks_the_rest_pending(
     assert {f["section"] for f in page["figures"]} == {"stage-alpha", "curves"}
 
 
+def test_a_run_whose_first_stage_is_running_is_all_pending(demo_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(demo_run, tmp_path / "starting", ())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["stages"] = {"alpha": {"status": "running", "started": manifest["created"]}}
+    manifest.update(status="running", selected=None)
+    manifest.pop("finished")
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    shutil.rmtree(run_dir / "results")  # nothing is written before a stage has finished
+
+    sections = sections_of(report.write_report(run_dir))
+    assert list(sections) == SECTIONS
+    assert [state for state, _ in sections.values()] == ["pending"] * 8 + ["done"]  # nothing failed
+    assert "running: 0 trial(s) started" in sections["stage-alpha"][1]
+    assert "data-figure" not in "".join(body for _, body in sections.values())
+
+
 def failed_trial_row(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A beta trial whose worker died after one epoch, through the driver's own row builder."""
     trial_dir = next((run_dir / "beta").glob("train_psvae*_00000_*"))
