@@ -493,7 +493,7 @@ def _traversals_html(model: Any, trials: list[report_model.TestTrial]) -> str:
     ]
     for row in rows:
         first = row.frames[0]
-        diffs = [(f - first).mean(axis=0) for f in row.frames]
+        diffs = [report_model.difference(f, first) for f in row.frames]
         scale = float(max(np.abs(d).max() for d in diffs))
         frame_cells = "".join(
             f'<figure><img alt="{esc(row.name)} at {fmt(float(v))}" '

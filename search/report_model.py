@@ -176,6 +176,13 @@ def to_rgb(frames: np.ndarray) -> np.ndarray:
     return np.rint(image * 255).astype(np.uint8)
 
 
+def difference(frame: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(C, H, W) frames -> (H, W') their difference, laid out as ``to_rgb`` lays out the frame
+    (the mean over colour channels; other channels side by side)."""
+    delta = frame - reference
+    return delta.mean(axis=0) if delta.shape[0] == 3 else np.concatenate(list(delta), axis=1)
+
+
 DIVERGING = np.array([[33, 102, 172], [247, 247, 247], [178, 24, 43]], dtype=np.float64)  # blue, white, red
 
 

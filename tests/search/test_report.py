@@ -296,6 +296,19 @@ def test_png_images_decode_as_written() -> None:
         assert np.array_equal(np.asarray(decoded.convert("RGB")), image)
 
 
+@pytest.mark.parametrize("n_channels", [1, 2, 3])
+def test_a_frame_and_its_difference_image_have_the_same_layout(n_channels: int) -> None:
+    import numpy as np
+
+    from search.report_model import difference, diverging_rgb, to_rgb
+
+    frames = np.random.default_rng(0).random((2, n_channels, 6, 5)).astype(np.float32)
+    image = to_rgb(frames[1])
+    delta = diverging_rgb(difference(frames[1], frames[0]), scale=1.0)
+    assert image.shape == delta.shape == (6, 5 * (n_channels if n_channels != 3 else 1), 3)
+    assert image.dtype == delta.dtype == np.uint8
+
+
 # -- optuna-dashboard ----------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
