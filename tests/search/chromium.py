@@ -123,10 +123,15 @@ class Chromium:
         self.send("Emulation.clearDeviceMetricsOverride", session=True)
 
     def close(self) -> None:
+        """Ask the browser to quit (it ends its own helper processes), then make sure it has."""
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+            self.send("Browser.close", timeout=5)
         with contextlib.suppress(OSError):
             os.close(self._to_browser)
-        if self.proc.poll() is None:
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.proc.wait(timeout=30)
+            self.proc.wait(timeout=30)
         with contextlib.suppress(OSError):
             os.close(self._from_browser)
