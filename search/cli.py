@@ -152,7 +152,10 @@ def search_command(
         print(f"psvae: search failed: {err}", file=sys.stderr)
         return 1
     if announce:
-        print(f"run directory: {run_dir}\nexport the selected model with: psvae export {run_dir} --out DIR")
+        print(
+            f"run directory: {run_dir}\nreport: {store.local / run_id / 'report' / 'index.html'}\n"
+            f"export the selected model with: psvae export {run_dir} --out DIR"
+        )
     return 0
 
 
@@ -187,6 +190,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_run(args.run_dir, args.out, force=args.force)
     print(f"exported the selected model to {out} (load it with psvae.load_model)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from search.report import timed_report
+
+    index, seconds = timed_report(args.run_dir)
+    print(f"wrote {index} in {seconds:.1f} s (open it in a browser; it works offline)")
     return 0
 
 
@@ -320,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("token", cmd_token, "Write a new cluster token file, readable by its owner only.")
     p.add_argument("--out", required=True, help="the file to create (e.g. ~/.ray/my-cluster.token)")
+
+    p = add("report", cmd_report, "Write the run's HTML report, RUN_DIR/report/index.html.")
+    p.add_argument("run_dir", help="the run directory")
 
     p = add("demo", cmd_demo, "Generate the built-in data and run the whole staged search on a local Ray.")
     p.add_argument("--quick", action="store_true", help="a few tiny epochs, to check the installation")

@@ -52,6 +52,7 @@ def run(out: str | None = None, quick: bool = False) -> int:
         f"\nrun directory: {run_dir}\n"
         f"  manifest.json  the stage decisions and their evidence\n"
         f"  results/       Parquet tables trials and epochs (pandas.read_parquet)\n"
+        f"  report/        the report: open {run_dir / 'report' / 'index.html'} in a browser\n"
         f"  export/        the selected model: psvae.load_model({str(export)!r})\n"
         f"status: psvae status {run_dir}"
     )

@@ -4,6 +4,7 @@
       manifest.json    spec, spec hash, each stage's decision with its evidence (atomic)
       <stage>/         the stage's Tune experiment (restored if present)
       results/         Parquet tables trials and epochs, partitioned by stage
+      report/          the HTML report, rewritten after every stage (search.report)
       export/          the selected model (written by ``psvae export`` / the demo)
 
 Running the same spec again continues the run: finished stages are not re-run, the current
@@ -260,6 +261,17 @@ def run_stage(
     return grid
 
 
+def refresh_report(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Rewrite ``RUN_DIR/report/``. The report only shows the search: if it cannot be written,
+    one warning is logged and the search goes on."""
+    try:
+        from search.report import write_report
+
+        write_report(run_dir)
+    except Exception as err:
+        log(f"warning: the report in {run_dir / 'report'} was not refreshed: {type(err).__name__}: {err}")
+
+
 def _protect_token() -> None:
     """Ray writes its auth token readable by everyone (0644); anyone who reads it can run code
     on the cluster, so keep it to its owner."""
@@ -289,6 +301,10 @@ def run_search(
     def save_manifest() -> None:
         write_json_atomic(run_dir / MANIFEST, manifest)
         storage.push(run_id, MANIFEST)
+
+    def report() -> None:
+        refresh_report(run_dir, log)
+        storage.push(run_id, "report")
         storage.push(run_id, MANIFEST)
 
     # Tune's own console output is replaced by one line per stage and decision
@@ -337,6 +353,7 @@ def run_search(
             manifest["stages"][stage.name] = {"status": "failed", "error": str(err), "finished": now()}
             manifest["status"] = "failed"
             save_manifest()
+            report()
             raise SearchError(f"stage {stage.name}: {err}") from None
         chosen_row = next(r for r in rows if r["trial_id"] == decision.trial_id)
         chosen_config = json.loads(chosen_row["config_json"])
@@ -354,6 +371,7 @@ def run_search(
         save_manifest()
         last_decision = manifest["stages"][stage.name]["decision"] | {"stage": stage.name}
         log(f"stage {stage.name}: chose {manifest['stages'][stage.name]['fixes']}: {decision.explanation}")
+        report()
 
     assert last_decision is not None
     manifest["selected"] = {
@@ -365,4 +383,5 @@ def run_search(
     manifest["status"] = "done"
     manifest["finished"] = now()
     save_manifest()
+    report()
     return run_dir

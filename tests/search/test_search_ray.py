@@ -174,6 +174,7 @@ def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_pat
         assert decision["rule"] and decision["table"] and decision["explanation"]
     trials, _ = check_results(run_dir, n_epochs=2)
     assert sorted(trials.groupby("stage").size().items()) == [("alpha", 4), ("beta", 4), ("seeds", 3)]
+    assert (run_dir / "report" / "index.html").is_file()  # written by the search itself
     # the export loads in a fresh process that knows nothing of the run directory
     code = (
         "import numpy as np, psvae\n"
@@ -315,6 +316,12 @@ def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, d
     assert manifest["stages"]["lr"]["fixes"] == {"train.lr": 1e-3}
     excluded = [row for row in decision["table"] if row["excluded"]]
     assert len(excluded) == 1 and excluded[0]["excluded"].startswith("diverged")
+    # the report draws a stage with a key of its own and lists the diverged trial with its reason
+    assert "was not refreshed" not in done.stdout
+    page = (run_dir / "report" / "index.html").read_text()
+    failures = page[page.index('<section id="failures"') :]
+    assert diverged.trial_id.iloc[0] in failures and "non-finite loss" in failures
+    assert page.count("data-figure") >= 3  # the lr sweep, the curves, the label traces
 
     changed = write_spec(
         tmp_path, data_file, stages, fit={"train.epochs": 4, "loss.anneal_epochs": 0}, name="t.yaml"
@@ -344,3 +351,4 @@ def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(t
     assert sorted(t.params["trial/loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["alpha"]["decision"]["rule"] == "alpha_tolerance"
+    assert f"optuna-dashboard {run_dir / 'optuna.journal'}" in (run_dir / "report" / "index.html").read_text()

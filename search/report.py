@@ -1,0 +1,634 @@
+"""``psvae report RUN_DIR``: the whole search on one offline page, ``RUN_DIR/report/index.html``.
+
+    report/
+      index.html      every section; figures as Plotly JSON, drawn by the script beside it
+      plotly.min.js   plotly.js, once for all figures (the page needs no network)
+      traversal.gif   the traversal movie as a file, when Pillow is installed
+
+The page is rebuilt from the run directory alone (``manifest.json``, ``results/``, the selected
+trial's checkpoint and the session files), so it can be refreshed at any time: the search does
+it after every stage. A stage that has not finished is marked pending. The folder is written
+beside the run as a temporary folder and then put in place of the old one, so a reader never
+sees half a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from psvae.errors import UserError
+from search import report_figures as figures
+from search import report_model
+from search.report_page import render_page
+from search.run import MANIFEST, OPTUNA_JOURNAL, read_manifest
+
+REPORT_DIR = "report"
+INDEX = "index.html"
+PLOTLY_JS = "plotly.min.js"
+MOVIE_GIF = "traversal.gif"
+MAX_LABEL_TRIALS = 4  # test trials drawn in the label reconstructions
+MOVIE_FRAME_MS = 120
+BUNDLE = "model"  # search.trainable.BUNDLE, the final checkpoint's model bundle (named here: no Ray import)
+
+# section states, shown as badges and as data-state attributes
+DONE, PENDING, FAILED, FIXED, UNAVAILABLE = "done", "pending", "failed", "fixed", "unavailable"
+# trials-table columns that hold a stage's varied key
+KEY_COLUMNS = {
+    "loss.alpha": "alpha",
+    "loss.beta": "beta",
+    "train.seed_model": "seed_model",
+    "model.n_unsupervised": "n_unsupervised",
+}
+STAGE_TITLES = {"alpha": "α stage", "beta": "β stage", "seeds": "Seeds"}
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    state: str
+    body: str  # HTML
+    note: str = ""  # one line under the title (plain text)
+    badge: str = ""  # shown instead of the state, e.g. a count
+    badge_class: str = ""  # its colour: one of the states (default: the section's state)
+
+
+@dataclass
+class Page:
+    """The report being built: its sections and the Plotly figures they refer to by id."""
+
+    title: str
+    subtitle: str
+    sections: list[Section] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)  # div id -> figure (plotly)
+
+    def figure(self, fig: Any, css_class: str = "figure") -> str:
+        """Register ``fig`` and return the HTML element it is drawn into."""
+        fig_id = f"fig-{len(self.figures)}"
+        self.figures[fig_id] = fig
+        # a responsive figure takes its height from its element, so the element gets the figure's
+        height = int(fig.layout.height or 450)
+        return f'<div class="{css_class}" id="{fig_id}" style="height:{height}px" data-figure></div>'
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the report reads from a run directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+
+    def stage_specs(self) -> list[dict[str, Any]]:
+        return list(self.manifest["spec"]["stages"])
+
+    def stage_trials(self, stage: str) -> pd.DataFrame:
+        return self.trials[self.trials["stage"] == stage].reset_index(drop=True)
+
+    def record(self, stage: str) -> dict[str, Any] | None:
+        return self.manifest["stages"].get(stage)
+
+
+# -- small helpers ----------------------------------------------------------------------------
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: object) -> str:
+    """A number as a short string; missing values as an en dash."""
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and not np.isfinite(value)):
+        return "–"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def html_table(
+    rows: list[dict[str, Any]], columns: list[str], highlight: str | None = None, narrow: bool = False
+) -> str:
+    """A plain table; the row whose trial_id is ``highlight`` is marked as the chosen one."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        chosen = highlight is not None and row.get("trial_id") == highlight
+        cells = "".join(f"<td>{esc(fmt(row.get(c)))}</td>" for c in columns)
+        body.append(f"<tr{' class=chosen' if chosen else ''}>{cells}</tr>")
+    css = " class=narrow" if narrow else ""
+    table = f"<table{css}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="table-wrap">{table}</div>'
+
+
+def local_checkpoint(path: str, run_dir: Path) -> Path:
+    """A checkpoint path from the manifest; for a run directory that was moved, the same
+    ``<stage>/<trial>/<checkpoint>`` inside ``run_dir``."""
+    recorded = Path(path)
+    if recorded.exists():
+        return recorded
+    return run_dir.joinpath(*recorded.parts[-3:])
+
+
+def stage_values(stage: dict[str, Any], trials: pd.DataFrame) -> pd.Series:
+    """Each trial's value of the key its stage varies."""
+    column = KEY_COLUMNS.get(stage["key"])
+    if column is not None:
+        return trials[column].astype(float)
+    values = [json.loads(c).get(stage["key"]) if isinstance(c, str) else None for c in trials["config_json"]]
+    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    return pd.Series(numbers, index=trials.index)
+
+
+def trial_names(stage: dict[str, Any], trials: pd.DataFrame) -> dict[str, str]:
+    """trial_id -> a legend name such as ``alpha=100`` (``, U=3`` where U is swept too)."""
+    values = stage_values(stage, trials)
+    short = KEY_COLUMNS.get(stage["key"], stage["key"])
+    swept_u = trials["n_unsupervised"].nunique() > 1
+    names = {}
+    for value, (_, row) in zip(values, trials.iterrows(), strict=True):
+        name = f"{short}={fmt(value)}" + (f", U={row['n_unsupervised']}" if swept_u else "")
+        names[row["trial_id"]] = name if row["status"] == "completed" else f"{name} ({row['status']})"
+    return names
+
+
+def running_note(run_dir: Path, stage: str) -> str:
+    """How far a running stage has got, from Tune's result files."""
+    files = sorted((run_dir / stage).glob("train_psvae*/result.json"))
+    finished = 0
+    for file in files:
+        lines = [line for line in file.read_text().splitlines() if line.strip()]
+        finished += bool(lines) and bool(json.loads(lines[-1]).get("done"))
+    return f"running: {len(files)} trial(s) started, {finished} finished"
+
+
+# -- sections ---------------------------------------------------------------------------------
+def summary_section(run: Run, page: Page) -> Section:
+    m = run.manifest
+    rows: list[dict[str, Any]] = []
+    for name, record in _stages_in_order(run):
+        if record is None:
+            rows.append({"stage": name, "status": "pending"})
+            continue
+        if record["status"] == "fixed":
+            rows.append(
+                {
+                    "stage": name,
+                    "status": "fixed",
+                    "rule": "fixed by hand",
+                    "chose": f"{name} = {fmt(record['value'])}",
+                }
+            )
+            continue
+        decision = record.get("decision") or {}
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in (decision.get("params") or {}).items())
+        rows.append(
+            {
+                "stage": name,
+                "status": record["status"],
+                "varies": record.get("varies", ""),
+                "rule": decision.get("rule", "") + (f" ({params})" if params else ""),
+                "chose": ", ".join(f"{k} = {fmt(v)}" for k, v in (record.get("fixes") or {}).items()),
+                "why": decision.get("explanation")
+                or record.get("error")
+                or (running_note(run.path, name) if record["status"] == "running" else ""),
+                "seconds": record.get("seconds"),
+            }
+        )
+    parts = [
+        '<p class="lead">Each stage is one Ray Tune experiment; its rule picks one trial from the '
+        "stage's results, and the stages after it start from that choice.</p>",
+        html_table(rows, ["stage", "status", "varies", "rule", "chose", "why", "seconds"]),
+    ]
+    for name, record in _stages_in_order(run):
+        decision = (record or {}).get("decision")
+        if not decision:
+            continue
+        columns = [c for c in decision["table"][0] if c not in ("status",)] if decision["table"] else []
+        parts.append(
+            f"<details><summary>The numbers behind the {esc(name)} decision "
+            f"({esc(decision['rule'])})</summary>"
+            f"{html_table(decision['table'], columns, highlight=decision['trial_id'])}</details>"
+        )
+    parts.append(_chosen_model_html(run))
+    parts.append(_dashboards_html(run))
+    state = {"done": DONE, "failed": FAILED}.get(m["status"], PENDING)
+    return Section("summary", "Summary", state, "".join(parts), note=f"run status: {m['status']}")
+
+
+def _stages_in_order(run: Run) -> list[tuple[str, dict[str, Any] | None]]:
+    fixed = [(n, r) for n, r in run.manifest["stages"].items() if r["status"] == "fixed"]
+    return fixed + [(s["name"], run.record(s["name"])) for s in run.stage_specs()]
+
+
+def _chosen_model_html(run: Run) -> str:
+    selected = run.manifest.get("selected")
+    if not selected:
+        return '<h3>Chosen model</h3><p class="muted">Pending: the search has not selected a model yet.</p>'
+    row = run.trials[
+        (run.trials["stage"] == selected["stage"]) & (run.trials["trial_id"] == selected["trial_id"])
+    ]
+    metrics = (
+        "test_pixel_mse",
+        "test_label_mse",
+        "test_label_r2",
+        "train_mean_abs_corr_u",
+        "test_abs_corr_u01",
+    )
+    values = row.iloc[0] if len(row) else {}
+    items = [f"<dt>{esc(k)}</dt><dd>{esc(fmt(v))}</dd>" for k, v in selected["chosen"].items()]
+    items += [f"<dt>{esc(k)}</dt><dd>{esc(fmt(values.get(k)))}</dd>" for k in metrics if k in values]
+    return (
+        "<h3>Chosen model</h3>"
+        f"<p>Trial <code>{esc(selected['trial_id'])}</code> of stage <b>{esc(selected['stage'])}</b>. "
+        f"Export it with <code>psvae export {esc(run.path)} --out DIR</code>.</p>"
+        f'<dl class="facts">{"".join(items)}</dl>'
+    )
+
+
+def _dashboards_html(run: Run) -> str:
+    lines = [
+        f"<li><code>tensorboard --logdir {esc(run.path)}</code>: every stage's trials, epoch by epoch "
+        "(needs TensorBoard; the run writes event files when tensorboardX is installed)</li>"
+    ]
+    if (run.path / OPTUNA_JOURNAL).is_file():
+        lines.append(
+            f"<li><code>optuna-dashboard {esc(run.path / OPTUNA_JOURNAL)}</code>: "
+            "the studies of the optuna stages</li>"
+        )
+    return f"<h3>Dashboards</h3><ul>{''.join(lines)}</ul>"
+
+
+def stage_section(run: Run, page: Page, stage: dict[str, Any]) -> Section:
+    name = stage["name"]
+    title = STAGE_TITLES.get(name, f"Stage {name}")
+    record = run.record(name)
+    trials = run.stage_trials(name)
+    if record is None:
+        return Section(
+            f"stage-{name}", title, PENDING, '<p class="muted">Pending: the stage has not started.</p>'
+        )
+    if record["status"] == "running":
+        return Section(
+            f"stage-{name}", title, PENDING,
+            f'<p class="muted">Pending: the stage is {esc(running_note(run.path, name))}. '
+            "Its results appear here when it has finished.</p>",
+        )  # fmt: skip
+    decision = record.get("decision")
+    chosen = decision["trial_id"] if decision else None
+    parts = []
+    if decision:
+        parts.append(
+            f'<p class="decision"><b>Chose {esc(_fixes(record))}.</b> {esc(decision["explanation"])}</p>'
+        )
+    else:
+        parts.append(f'<p class="error">The stage failed: {esc(record.get("error", ""))}</p>')
+    if not (trials["status"] == "completed").any():
+        parts.append('<p class="muted">No trial of this stage completed: nothing to plot.</p>')
+    elif stage["key"] == "loss.alpha":
+        parts.append(page.figure(figures.alpha_sweep(trials, chosen)))
+        parts.append(page.figure(figures.alpha_tradeoff(trials, decision)))
+    elif stage["key"] == "train.seed_model":
+        parts.append(page.figure(figures.seed_spread(trials, chosen)))
+    else:
+        short = KEY_COLUMNS.get(stage["key"], stage["key"])
+        parts.append(page.figure(figures.metric_sweep(trials, stage_values(stage, trials), short, chosen)))
+    state = DONE if record["status"] == "done" else FAILED
+    note = f"{len(trials)} trials varying {stage['key']} ({stage.get('algorithm', 'grid')})"
+    return Section(f"stage-{name}", title, state, "".join(parts), note=note)
+
+
+def _fixes(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {fmt(v)}" for k, v in (record.get("fixes") or {}).items())
+
+
+def fixed_section(name: str, record: dict[str, Any]) -> Section:
+    title = STAGE_TITLES.get(name, f"Stage {name}")
+    body = f"<p>Fixed by hand: <b>{esc(name)} = {esc(fmt(record['value']))}</b>; the stage did not run.</p>"
+    return Section(f"stage-{name}", title, FIXED, body)
+
+
+def curves_section(run: Run, page: Page) -> Section:
+    parts = []
+    pending = []
+    for stage in run.stage_specs():
+        name = stage["name"]
+        epochs = run.epochs[run.epochs["stage"] == name]
+        trials = run.stage_trials(name)
+        if trials.empty:
+            pending.append(name)
+            continue
+        names = trial_names(stage, trials)
+        with_epochs = {t: n for t, n in names.items() if (epochs["trial_id"] == t).any()}
+        parts.append(f"<h3>{esc(STAGE_TITLES.get(name, name))}</h3>")
+        if with_epochs:
+            parts.append(page.figure(figures.training_curves(epochs, with_epochs)))
+        missing = sorted(set(names) - set(with_epochs))
+        if missing:
+            parts.append(
+                f'<p class="muted">No epochs recorded for: {esc(", ".join(names[t] for t in missing))}.</p>'
+            )
+    if pending:
+        parts.append(
+            f'<p class="muted">Pending: {esc(", ".join(pending))} '
+            "(curves appear when a stage has finished).</p>"
+        )
+    lead = (
+        '<p class="lead">Solid lines: training (annealed weights); dotted: validation. Click a legend '
+        "entry to hide a trial. A fit has converged when its validation curves have flattened.</p>"
+    )
+    state = DONE if not pending else PENDING
+    return Section("curves", "Training curves", state, lead + "".join(parts))
+
+
+def failures_section(run: Run) -> Section:
+    columns = [
+        "stage",
+        "trial_id",
+        "status",
+        "error",
+        "alpha",
+        "beta",
+        "n_unsupervised",
+        "seed_model",
+        "epochs_run",
+    ]
+    failed = run.trials[run.trials["status"] != "completed"]
+    rows = [{c: r[c] for c in columns} for _, r in failed.iterrows()]
+    for name, record in _stages_in_order(run):
+        decision = (record or {}).get("decision") or {}
+        for entry in decision.get("table", []):
+            if entry.get("excluded") and entry.get("status") == "completed":
+                rows.append({**entry, "stage": name, "error": f"excluded: {entry['excluded']}"})
+    stage_errors = [
+        f"<li><b>{esc(n)}</b>: {esc(r['error'])}</li>"
+        for n, r in run.manifest["stages"].items()
+        if r.get("status") == "failed" and r.get("error")
+    ]
+    parts = []
+    if stage_errors:
+        parts.append(f'<ul class="error">{"".join(stage_errors)}</ul>')
+    if rows:
+        parts.append(
+            f"<p>{len(rows)} trial(s) did not complete or could not be chosen; none of them was used by a "
+            "decision.</p>" + html_table(rows, columns)
+        )
+    else:
+        parts.append('<p class="ok">No trial failed or diverged.</p>')
+    badge, colour = (f"{len(rows)} listed", FAILED) if rows else ("none", DONE)
+    return Section(
+        "failures", "Failed and diverged trials", DONE, "".join(parts), badge=badge, badge_class=colour
+    )
+
+
+@dataclass(frozen=True)
+class ModelSections:
+    labels: Section
+    traversals: Section
+    movie: Section
+    gif: list[np.ndarray] | None  # frames of the movie file
+
+    @classmethod
+    def all_in(cls, titles: dict[str, str], state: str, body: str) -> ModelSections:
+        """The three sections in one state, with one explanation (pending, unavailable)."""
+        labels, traversals, movie = (Section(key, title, state, body) for key, title in titles.items())
+        return cls(labels, traversals, movie, gif=None)
+
+
+def model_sections(run: Run, page: Page) -> ModelSections:
+    """Label reconstructions, traversals and the movie, from the selected trial's bundle."""
+    titles = {
+        "labels": "Label reconstructions",
+        "traversals": "Latent traversals",
+        "movie": "Traversal movie",
+    }
+    selected = run.manifest.get("selected")
+    if not selected:
+        body = (
+            '<p class="muted">Pending: these are drawn with the chosen model once the search has '
+            "selected one.</p>"
+        )
+        return ModelSections.all_in(titles, PENDING, body)
+    try:
+        from psvae.export import load_model
+
+        model = load_model(local_checkpoint(selected["checkpoint"], run.path) / BUNDLE)
+        paths = [report_model.resolve_data_path(p, run.path) for p in run.manifest["spec"]["data"]]
+        missing = [p for p, found in zip(run.manifest["spec"]["data"], paths, strict=True) if found is None]
+        if missing:
+            raise UserError(f"{missing[0]}: session file not found (nor under {run.path / 'inputs'})")
+        trials = report_model.read_test_trials([p for p in paths if p is not None], model)
+        if not trials:
+            raise UserError("the data has no test trials")
+    except (UserError, OSError, KeyError, ValueError) as err:
+        body = f'<p class="error">Unavailable: {esc(err)}</p>'
+        return ModelSections.all_in(titles, UNAVAILABLE, body)
+    movie_body, gif = _movie_html(model, trials)
+    return ModelSections(
+        labels=Section("labels", titles["labels"], DONE, _labels_html(model, trials, page)),
+        traversals=Section("traversals", titles["traversals"], DONE, _traversals_html(model, trials)),
+        movie=Section("movie", titles["movie"], DONE, movie_body),
+        gif=gif,
+    )
+
+
+def _labels_html(model: Any, trials: list[report_model.TestTrial], page: Page) -> str:
+    names = list(model.label_stats.names)
+    true = np.concatenate([t.labels for t in trials])
+    predicted = np.concatenate([t.predicted for t in trials])
+    overall = [
+        {"label": n, "R² (all test trials)": report_model.r2(true[:, k], predicted[:, k])}
+        for k, n in enumerate(names)
+    ]
+    parts = [
+        f'<p class="lead">The chosen model on the {len(trials)} test trial(s) of the split '
+        f"<code>{esc(model.config.data.split)}</code> (seed {model.config.data.split_seed}), "
+        "in the labels' own units; "
+        "gaps in the true trace are missing labels.</p>",
+        html_table(overall, ["label", "R² (all test trials)"], narrow=True),
+    ]
+    for trial in trials[:MAX_LABEL_TRIALS]:
+        r2 = [report_model.r2(trial.labels[:, k], trial.predicted[:, k]) for k in range(len(names))]
+        title = f"{Path(trial.path).name}: {trial.name}"
+        frames = np.arange(len(trial.labels))
+        parts.append(
+            page.figure(figures.label_traces(frames, trial.labels, trial.predicted, names, r2, title))
+        )
+    if len(trials) > MAX_LABEL_TRIALS:
+        parts.append(
+            f'<p class="muted">The first {MAX_LABEL_TRIALS} of {len(trials)} test trials are drawn.</p>'
+        )
+    return "".join(parts)
+
+
+def _data_uri(image: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(report_model.png(image)).decode()
+
+
+def _traversals_html(model: Any, trials: list[report_model.TestTrial]) -> str:
+    trial, index = report_model.base_frame(trials)
+    rows = report_model.traversals(model, trials)
+    n = len(rows[0].values)
+    parts = [
+        f'<p class="lead">From frame {index} of test trial <code>{esc(trial.name)}</code> '
+        f"({esc(Path(trial.path).name)}): one latent at a time is moved between two percentiles of its "
+        "values on the test frames while the others keep the base frame's values; each row of decoded "
+        "frames has beneath it its difference from the row's first frame "
+        '(<span class="neg">blue</span>: darker, <span class="pos">red</span>: brighter; '
+        "scaled to the row's largest change).</p>",
+        _base_frame_html(model, trial, index),
+    ]
+    for row in rows:
+        first = row.frames[0]
+        diffs = [report_model.difference(f, first) for f in row.frames]
+        scale = float(max(np.abs(d).max() for d in diffs))
+        frame_cells = "".join(
+            f'<figure><img alt="{esc(row.name)} at {fmt(float(v))}" '
+            f'src="{_data_uri(report_model.to_rgb(f))}">'
+            f"<figcaption>{esc(fmt(float(v)))}</figcaption></figure>"
+            for f, v in zip(row.frames, row.values, strict=True)
+        )
+        diff_cells = "".join(
+            f'<figure><img alt="difference" src="{_data_uri(report_model.diverging_rgb(d, scale))}"></figure>'
+            for d in diffs
+        )
+        parts.append(
+            f'<div class="traversal"><h4><code>{esc(row.name)}</code> '
+            f'<span class="muted">{esc(row.description)}; '
+            f"largest change {scale:.3g}</span></h4>"
+            f'<div class="strip" style="--n:{n}">{frame_cells}</div>'
+            f'<div class="strip diff" style="--n:{n}">{diff_cells}</div></div>'
+        )
+    return "".join(parts)
+
+
+def _base_frame_html(model: Any, trial: report_model.TestTrial, index: int) -> str:
+    """The frame the traversals start from, and the model's reconstruction of it."""
+    original = report_model.to_rgb(trial.frames[index].astype(np.float32) / 255.0)
+    decoded = report_model.to_rgb(model.decode(trial.latents[index])[0])
+    cells = "".join(
+        f'<figure><img alt="{caption}" src="{_data_uri(image)}"><figcaption>{caption}</figcaption></figure>'
+        for image, caption in ((original, "base frame"), (decoded, "its reconstruction"))
+    )
+    return f'<div class="strip base" style="--n:7">{cells}</div>'
+
+
+def _movie_html(model: Any, trials: list[report_model.TestTrial]) -> tuple[str, list[np.ndarray]]:
+    frames = report_model.movie_frames(model, trials)  # (S, L, C, H, W)
+    names = report_model.latent_names(model)
+    n_steps, n_dims = frames.shape[:2]
+    panels = [[_data_uri(report_model.to_rgb(frames[s, d])) for s in range(n_steps)] for d in range(n_dims)]
+    figs = "".join(
+        f'<figure><img class="movie-frame" data-panel="{d}" alt="{esc(name)}" src="{panels[d][0]}">'
+        f"<figcaption><code>{esc(name)}</code></figcaption></figure>"
+        for d, name in enumerate(names)
+    )
+    height = frames.shape[-2]
+    scale = max(1, round(128 / height))
+    gif = [
+        report_model.upscale(
+            report_model.tile([report_model.to_rgb(frames[s, d]) for d in range(n_dims)]), scale
+        )
+        for s in range(n_steps)
+    ]
+    body = (
+        '<p class="lead">All latents at once, each panel moving one latent from its low to its high '
+        "percentile and back (the traversal ranges above), from the same base frame.</p>"
+        f'<div class="movie" data-interval="{MOVIE_FRAME_MS}">'
+        '<div class="controls"><button type="button" class="play">Pause</button>'
+        f'<input type="range" class="step" min="0" max="{n_steps - 1}" value="0" aria-label="step">'
+        f'<span class="step-label">1 / {n_steps}</span></div>'
+        f'<div class="panels">{figs}</div>'
+        f'<script type="application/json" class="movie-data">{json.dumps(panels)}</script></div>'
+    )
+    return body, gif
+
+
+# -- the page ---------------------------------------------------------------------------------
+def build_page(run_dir: Path) -> tuple[Page, list[np.ndarray] | None]:
+    """Every section of the report of ``run_dir``, and the movie frames for the GIF."""
+    from search import results
+
+    manifest = read_manifest(run_dir)
+    results_dir = run_dir / "results"
+    run = Run(
+        run_dir,
+        manifest,
+        results.read_table(results_dir, "trials"),
+        results.read_table(results_dir, "epochs"),
+    )
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = Page(
+        title=f"PS-VAE search {manifest['run_id']}",
+        subtitle=f"{run_dir} · {manifest['status']} · spec {manifest['spec_hash']} · generated {generated}",
+    )
+    page.sections.append(summary_section(run, page))
+    for name, record in manifest["stages"].items():
+        if record["status"] == "fixed":
+            page.sections.append(fixed_section(name, record))
+    for stage in run.stage_specs():
+        page.sections.append(stage_section(run, page, stage))
+    page.sections.append(curves_section(run, page))
+    model = model_sections(run, page)
+    page.sections += [model.labels, model.traversals, model.movie, failures_section(run)]
+    return page, model.gif
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``RUN_DIR/report/`` and return its ``index.html``; raises UserError when ``run_dir``
+    is not a search run directory (and then writes nothing)."""
+    from plotly.offline import get_plotlyjs
+
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / MANIFEST).is_file():
+        raise UserError(f"{run_dir}: not a search run directory (no {MANIFEST})")
+    target = run_dir / REPORT_DIR
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target}: exists and is not a folder; move it away to write the report")
+    page, gif = build_page(run_dir)
+    staged = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}.", dir=run_dir))
+    try:
+        if gif and report_model.write_gif(gif, staged / MOVIE_GIF, MOVIE_FRAME_MS):
+            movie = next(s for s in page.sections if s.id == "movie")
+            movie.body += f'<p>The same movie as a file: <a href="{MOVIE_GIF}">{MOVIE_GIF}</a>.</p>'
+        (staged / PLOTLY_JS).write_text(get_plotlyjs())
+        (staged / INDEX).write_text(
+            render_page(page.title, page.subtitle, page.sections, page.figures, PLOTLY_JS)
+        )
+        staged.chmod(0o755)
+        _put_in_place(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return target / INDEX
+
+
+def _put_in_place(staged: Path, target: Path) -> None:
+    """Replace the folder ``target`` by ``staged`` (same parent): the old report stays whole until
+    the new one is complete, and is removed only after the switch."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.rename(target, old / target.name)
+    os.rename(staged, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def timed_report(run_dir: str | Path) -> tuple[Path, float]:
+    start = time.perf_counter()
+    index = write_report(run_dir)
+    return index, time.perf_counter() - start

@@ -1,0 +1,308 @@
+"""The report's Plotly figures, each a pure function of result tables (pandas) and decisions.
+
+Axis and panel titles are the result-table column names, so a number in the page can be found
+in ``results/`` under the same name. Failed and diverged trials have no finite metrics and are
+left out of every plot (the report lists them separately).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# What the beta and seeds sections compare, as result-table columns.
+STAGE_METRICS: tuple[str, ...] = (
+    "val_pixel_mse",
+    "val_label_mse",
+    "val_mi",
+    "val_tc",
+    "val_dwkl",
+    "train_mean_abs_corr_u",
+)
+# The reference's |r| variant, drawn beside the selection statistic.
+REFERENCE_CORRELATION = "test_abs_corr_u01"
+# Training curves: each appears as train_<name> and val_<name> in the epochs table.
+CURVE_METRICS: tuple[str, ...] = ("loss", "pixel_mse", "label_r2", "kl_s", "mi", "tc", "dwkl")
+
+COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+    "#d62728",
+)  # fmt: skip
+CHOSEN = "#d62728"
+CHOSEN_MARKER: dict[str, Any] = {
+    "symbol": "star",
+    "size": 16,
+    "color": CHOSEN,
+    "line": {"width": 1, "color": "#fff"},
+}
+FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif"
+
+
+def _layout(fig: go.Figure, height: int, **kwargs: Any) -> go.Figure:
+    settings: dict[str, Any] = {
+        "template": "plotly_white",
+        "height": height,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "font": {"family": FONT, "size": 12},
+        "hoverlabel": {"font": {"family": FONT}},
+        "legend": {"orientation": "h", "y": -0.12, "x": 0},
+    }
+    fig.update_layout(**(settings | kwargs))
+    fig.update_annotations(font_size=13)  # subplot titles
+    return fig
+
+
+def _finite(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The rows whose ``columns`` are all finite numbers."""
+    values = table[list(columns)].apply(pd.to_numeric, errors="coerce")
+    return table[np.isfinite(values.to_numpy(dtype=float)).all(axis=1)]
+
+
+def _log_axis(values: pd.Series) -> bool:
+    """Log scale when the values are positive and span more than a factor of 10."""
+    finite = values[np.isfinite(values)]
+    return bool(len(finite) > 1 and (finite > 0).all() and finite.max() / finite.min() > 10)
+
+
+def _value_axis(fig: go.Figure, values: pd.Series, title: str) -> None:
+    """The x axes of a sweep: log where the values span decades, ticks at the values tried
+    (when there are few, as on a grid)."""
+    finite = np.unique(values[np.isfinite(values)])
+    ticks: dict[str, Any] = {}
+    if 0 < len(finite) <= 12:
+        ticks = {"tickvals": finite, "ticktext": [f"{v:.4g}" for v in finite]}
+    fig.update_xaxes(title_text=title, type="log" if _log_axis(values) else "linear", **ticks)
+
+
+def _hover(table: pd.DataFrame) -> list[str]:
+    return [f"trial {t}" for t in table["trial_id"]]
+
+
+def alpha_sweep(trials: pd.DataFrame, chosen_trial: str | None) -> go.Figure:
+    """val_pixel_mse and val_label_mse against alpha, one line per number of unsupervised latents."""
+    metrics = ("val_pixel_mse", "val_label_mse")
+    usable = _finite(trials, ["alpha", *metrics]).sort_values("alpha")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=metrics, horizontal_spacing=0.1)
+    groups = list(usable.groupby("n_unsupervised"))
+    for i, (n_u, group) in enumerate(groups):
+        for col, metric in enumerate(metrics, start=1):
+            fig.add_trace(
+                go.Scatter(
+                    x=group["alpha"], y=group[metric], mode="lines+markers",
+                    name=f"n_unsupervised = {n_u}", legendgroup=str(n_u), showlegend=col == 1,
+                    line={"color": COLOURS[i % len(COLOURS)]}, marker={"size": 8},
+                    text=_hover(group), hovertemplate="alpha %{x:.4g}<br>%{y:.4g}<br>%{text}<extra></extra>",
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+    _mark_chosen(fig, usable, chosen_trial, "alpha", metrics)
+    _value_axis(fig, usable["alpha"], "alpha")
+    return _layout(
+        fig, 400, legend={"orientation": "h", "y": -0.28, "x": 0}, margin={"l": 60, "r": 20, "t": 50, "b": 80}
+    )
+
+
+def _mark_chosen(
+    fig: go.Figure,
+    table: pd.DataFrame,
+    chosen_trial: str | None,
+    x: str,
+    metrics: Sequence[str],
+    n_cols: int = 0,
+) -> None:
+    """A red star on the chosen trial in every panel (panels numbered row-major, ``n_cols`` wide)."""
+    row = table[table["trial_id"] == chosen_trial]
+    if row.empty:
+        return
+    for i, metric in enumerate(metrics):
+        r, c = divmod(i, n_cols) if n_cols else (0, i)
+        fig.add_trace(
+            go.Scatter(
+                x=row[x], y=row[metric], mode="markers", marker=CHOSEN_MARKER, name="chosen",
+                legendgroup="chosen", showlegend=i == 0, hovertemplate="chosen<extra></extra>",
+            ),
+            row=r + 1, col=c + 1,
+        )  # fmt: skip
+
+
+def alpha_tradeoff(trials: pd.DataFrame, decision: dict[str, Any] | None) -> go.Figure:
+    """Each alpha trial as a point (val_pixel_mse, val_label_mse); candidates of the rule filled,
+    the chosen one a star; the alpha_tolerance rule's pixel-MSE bound as a dashed line."""
+    usable = _finite(trials, ["alpha", "val_pixel_mse", "val_label_mse"])
+    table = {row["trial_id"]: row for row in (decision or {}).get("table", [])}
+    candidate = [bool(table.get(t, {}).get("candidate")) for t in usable["trial_id"]]
+    labels = [
+        f"alpha={a:.4g}" + (f", U={u}" if usable["n_unsupervised"].nunique() > 1 else "")
+        for a, u in zip(usable["alpha"], usable["n_unsupervised"], strict=True)
+    ]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=usable["val_pixel_mse"], y=usable["val_label_mse"], mode="markers+text", text=labels,
+            textposition="top center", name="trials (filled: candidates of the rule)",
+            marker={
+                "size": 11, "color": COLOURS[0], "line": {"width": 2, "color": COLOURS[0]},
+                "symbol": ["circle" if c else "circle-open" for c in candidate],
+            },
+            customdata=usable["trial_id"],
+            hovertemplate="%{text}<br>val_pixel_mse %{x:.4g}<br>val_label_mse %{y:.4g}<br>"
+            "trial %{customdata}<extra></extra>",
+        )
+    )  # fmt: skip
+    if decision is not None:
+        chosen = usable[usable["trial_id"] == decision["trial_id"]]
+        fig.add_trace(
+            go.Scatter(
+                x=chosen["val_pixel_mse"], y=chosen["val_label_mse"], mode="markers", marker=CHOSEN_MARKER,
+                name="chosen", hovertemplate="chosen<extra></extra>",
+            )
+        )  # fmt: skip
+        tolerance = decision.get("params", {}).get("tolerance")
+        if decision.get("rule") == "alpha_tolerance" and tolerance is not None and len(usable):
+            bound = (1 + tolerance) * float(usable["val_pixel_mse"].min())
+            fig.add_vline(
+                x=bound, line={"dash": "dash", "color": "#888"},
+                annotation_text=f"lowest × {1 + tolerance:g}", annotation_position="top right",
+            )  # fmt: skip
+    fig.update_xaxes(title_text="val_pixel_mse")
+    fig.update_yaxes(title_text="val_label_mse")
+    if _log_axis(usable["val_label_mse"]):
+        fig.update_yaxes(type="log")
+    return _layout(fig, 420, title={"text": "pixel / label MSE trade-off", "x": 0.01})
+
+
+def metric_sweep(trials: pd.DataFrame, x: pd.Series, x_title: str, chosen_trial: str | None) -> go.Figure:
+    """The six stage metrics against the stage's varied value ``x`` (aligned with ``trials``)."""
+    table = trials.assign(_x=x.to_numpy(dtype=float)).sort_values("_x")
+    fig = make_subplots(
+        rows=2, cols=3, subplot_titles=STAGE_METRICS, horizontal_spacing=0.08, vertical_spacing=0.22
+    )
+    for i, metric in enumerate(STAGE_METRICS):
+        r, c = divmod(i, 3)
+        usable = _finite(table, ["_x", metric])
+        fig.add_trace(
+            go.Scatter(
+                x=usable["_x"], y=usable[metric], mode="lines+markers", name=metric, showlegend=False,
+                line={"color": COLOURS[0]}, marker={"size": 8}, text=_hover(usable),
+                hovertemplate=f"{x_title} %{{x:.4g}}<br>{metric} %{{y:.4g}}<br>%{{text}}<extra></extra>",
+            ),
+            row=r + 1, col=c + 1,
+        )  # fmt: skip
+        if metric == "train_mean_abs_corr_u":
+            reference = _finite(table, ["_x", REFERENCE_CORRELATION])
+            fig.add_trace(
+                go.Scatter(
+                    x=reference["_x"], y=reference[REFERENCE_CORRELATION], mode="lines+markers",
+                    name=f"{REFERENCE_CORRELATION} (the reference's variant)",
+                    line={"color": "#999", "dash": "dot"},
+                    marker={"size": 6}, hovertemplate=f"{REFERENCE_CORRELATION} %{{y:.4g}}<extra></extra>",
+                ),
+                row=r + 1, col=c + 1,
+            )  # fmt: skip
+    _mark_chosen(fig, _finite(table, ["_x"]), chosen_trial, "_x", STAGE_METRICS, n_cols=3)
+    _value_axis(fig, table["_x"], x_title)
+    return _layout(fig, 600)
+
+
+def seed_spread(trials: pd.DataFrame, chosen_trial: str | None) -> go.Figure:
+    """The spread of the six stage metrics across seeds: every seed a point, the chosen one a star."""
+    fig = make_subplots(
+        rows=1, cols=len(STAGE_METRICS), subplot_titles=STAGE_METRICS, horizontal_spacing=0.05
+    )
+    for i, metric in enumerate(STAGE_METRICS):
+        usable = _finite(trials, [metric])
+        seeds = [f"seed {s}" for s in usable["seed_model"]]
+        fig.add_trace(
+            go.Box(
+                y=usable[metric], name=metric, boxpoints="all", jitter=0.0, pointpos=0, showlegend=False,
+                marker={"color": COLOURS[0], "size": 8}, line={"color": "#9ecae1"}, fillcolor="rgba(0,0,0,0)",
+                text=seeds, hovertemplate="%{text}<br>%{y:.4g}<extra></extra>",
+            ),
+            row=1, col=i + 1,
+        )  # fmt: skip
+        chosen = usable[usable["trial_id"] == chosen_trial]
+        if not chosen.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=[metric], y=chosen[metric], mode="markers", marker=CHOSEN_MARKER, name="chosen",
+                    legendgroup="chosen", showlegend=i == 0,
+                    hovertemplate=f"chosen: seed {int(chosen['seed_model'].iloc[0])}<br>"
+                    "%{y:.4g}<extra></extra>",
+                ),
+                row=1, col=i + 1,
+            )  # fmt: skip
+    fig.update_xaxes(showticklabels=False)
+    return _layout(fig, 400)
+
+
+def training_curves(epochs: pd.DataFrame, names: dict[str, str]) -> go.Figure:
+    """Every trial's train (solid) and val (dotted) curves of CURVE_METRICS; ``names``: trial_id ->
+    legend name, in legend order."""
+    n_cols = 4
+    n_rows = -(-len(CURVE_METRICS) // n_cols)
+    fig = make_subplots(
+        rows=n_rows, cols=n_cols, subplot_titles=CURVE_METRICS, horizontal_spacing=0.06, vertical_spacing=0.18
+    )
+    traces, rows, cols = [], [], []
+    for i, (trial_id, name) in enumerate(names.items()):
+        trial = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+        colour = COLOURS[i % len(COLOURS)]
+        for j, metric in enumerate(CURVE_METRICS):
+            r, c = divmod(j, n_cols)
+            for prefix, dash in (("train", "solid"), ("val", "dot")):
+                traces.append(
+                    go.Scatter(
+                        x=trial["epoch"], y=trial[f"{prefix}_{metric}"], mode="lines+markers",
+                        name=name, legendgroup=trial_id, showlegend=j == 0 and prefix == "train",
+                        line={"color": colour, "dash": dash, "width": 2}, marker={"size": 4},
+                        hovertemplate=f"{name}<br>epoch %{{x}}<br>{prefix}_{metric} "
+                        "%{y:.4g}<extra></extra>",
+                    )
+                )  # fmt: skip
+                rows.append(r + 1)
+                cols.append(c + 1)
+    fig.add_traces(traces, rows=rows, cols=cols)  # at once: much faster than one by one
+    n_epochs = int(epochs["epoch"].max()) + 1 if len(epochs) else 1
+    fig.update_xaxes(title_text="epoch", title_standoff=4, tick0=0, dtick=max(1, -(-n_epochs // 8)))
+    return _layout(
+        fig,
+        520,
+        legend={"orientation": "h", "y": -0.15, "x": 0, "title": {"text": "solid: train, dotted: val "}},
+    )
+
+
+def label_traces(
+    frames: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    names: Sequence[str],
+    r2: Sequence[float],
+    title: str,
+) -> go.Figure:
+    """True (grey) and predicted (blue) label traces of one test trial, one panel per label."""
+    titles = [f"{name}: R² = {value:.3f}" for name, value in zip(names, r2, strict=True)]
+    fig = make_subplots(
+        rows=len(names), cols=1, subplot_titles=titles, shared_xaxes=True, vertical_spacing=0.12
+    )
+    for k in range(len(names)):
+        fig.add_trace(
+            go.Scatter(
+                x=frames, y=true[:, k], mode="lines", name="true", legendgroup="true", showlegend=k == 0,
+                line={"color": "#444", "width": 2}, connectgaps=False,
+            ),
+            row=k + 1, col=1,
+        )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=frames, y=predicted[:, k], mode="lines", name="predicted", legendgroup="predicted",
+                showlegend=k == 0, line={"color": COLOURS[0], "width": 2, "dash": "dash"},
+            ),
+            row=k + 1, col=1,
+        )  # fmt: skip
+    fig.update_xaxes(title_text="frame", row=len(names), col=1)
+    return _layout(fig, 150 + 170 * len(names), title={"text": title, "x": 0.01})

@@ -1,0 +1,354 @@
+"""The HTML report (``psvae report``), TensorBoard event files and optuna-dashboard.
+
+One quick demo run (a real local Ray, HOME pinned) serves every test of this module; the
+in-progress and failed-trial cases are copies of it edited the way the search driver writes
+them. The page is checked in headless Chromium (Debian's ``chromium``) from the page itself;
+its screenshots are kept under ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from psvae.files import write_json_atomic
+from search import report, results, run, selection
+from search.cli import main
+from tests.search.chromium import Chromium, find_chromium
+from tests.search.test_search_ray import env_for, psvae
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SECTIONS = [
+    "summary", "stage-alpha", "stage-beta", "stage-seeds", "curves",
+    "labels", "traversals", "movie", "failures",
+]  # fmt: skip
+# What the page itself says about its sections, figures and images.
+INSPECT = """(() => {
+  const drawn = (gd, selector) =>
+    [...gd.querySelectorAll(selector)].filter(p => (p.getAttribute("d") || "").length > 2).length;
+  return {
+    sections: [...document.querySelectorAll("main > section")].map(s => [s.id, s.dataset.state]),
+    figures: [...document.querySelectorAll("[data-figure]")].map(gd => ({
+      id: gd.id,
+      section: gd.closest("section").id,
+      traces: (gd._fullData || []).length,
+      values: (gd._fullData || []).reduce((n, t) => n + ((t.y && t.y.length) || 0), 0),
+      marks: drawn(gd, ".scatterlayer path.js-line") + drawn(gd, ".scatterlayer path.point")
+        + drawn(gd, ".boxlayer path.box"),
+      width: gd.getBoundingClientRect().width,
+    })),
+    images: [...document.querySelectorAll("main img")].map(i => i.complete && i.naturalWidth > 0),
+    movie: (document.querySelector("img.movie-frame") || {}).src || null,
+  };
+})()"""
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``psvae demo --quick``: the search writes the report itself after every stage."""
+    home = tmp_path_factory.mktemp("report-home")
+    run_dir = home / "demo"
+    proc = psvae("demo", "--quick", "--out", str(run_dir), env=env_for(home), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "was not refreshed" not in proc.stdout + proc.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    folder = tmp_path_factory.mktemp("chromium")
+    chromium = Chromium(executable, folder / "profile", folder / "chromium.log")
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def inspect_page(browser: Chromium, index: Path, screenshot: str) -> dict[str, Any]:
+    browser.open(index.as_uri(), "window.reportReady")
+    page = browser.evaluate(INSPECT)
+    browser.screenshot(ARTIFACTS / screenshot)
+    for fig in page["figures"]:
+        assert fig["traces"] > 0 and fig["values"] > 0 and fig["marks"] > 0, fig  # data drawn, not empty
+        assert fig["width"] > 300, fig
+    assert all(page["images"]), "an image of the page did not load"
+    return page
+
+
+def sections_of(index: Path) -> dict[str, tuple[str, str]]:
+    """Section id -> (state, inner HTML), from the file."""
+    text = index.read_text()
+    found = list(re.finditer(r'<section id="([^"]+)" data-state="([^"]+)">', text))
+    ends = [m.start() for m in found[1:]] + [text.index("</main>")]
+    return {m.group(1): (m.group(2), text[m.end() : end]) for m, end in zip(found, ends, strict=True)}
+
+
+def copy_run(source: Path, dest: Path, stages: tuple[str, ...]) -> Path:
+    """The run's manifest, results and inputs, and the Tune folders of ``stages`` without their
+    checkpoints (the selected model is loaded from the checkpoint paths the manifest records)."""
+    dest.mkdir()
+    shutil.copy2(source / "manifest.json", dest / "manifest.json")
+    for name in ("results", "inputs"):
+        shutil.copytree(source / name, dest / name)
+    for stage in stages:
+        shutil.copytree(source / stage, dest / stage, ignore=shutil.ignore_patterns("checkpoint_*"))
+    return dest
+
+
+# -- the finished quick demo ----------------------------------------------------------------------
+def test_quick_demo_report_draws_every_section_in_chromium(demo_run: Path, browser: Chromium) -> None:
+    index = demo_run / "report" / "index.html"
+    assert index.is_file(), "the search did not write its report"
+    written, seconds = report.timed_report(demo_run)
+    print(f"report of the quick demo written in {seconds:.1f} s")
+    assert written == index and seconds < 60  # loose: the machine is shared; about 3-5 s when idle
+    html = index.read_text()
+    assert '<script src="plotly.min.js"></script>' in html
+    assert not re.search(r'(src|href)="(https?:)?//', html), "the page loads something from the network"
+    assert html.count("Plotly.newPlot") == 1  # figures are JSON; plotly.js is not inlined
+    assert (demo_run / "report" / "plotly.min.js").stat().st_size > 1_000_000
+    assert not list(demo_run.glob(".report*")), "a temporary folder was left behind"
+
+    page = inspect_page(browser, index, "report.png")
+    assert page["sections"] == [[s, "done"] for s in SECTIONS]
+    # the base frame and its reconstruction, traversal rows and their differences, movie panels
+    assert len(page["images"]) == 2 + 2 * 4 * 7 + 4
+    by_section = {f["section"] for f in page["figures"]}
+    assert {"stage-alpha", "stage-beta", "stage-seeds", "curves", "labels"} <= by_section
+    assert len([f for f in page["figures"] if f["section"] == "stage-alpha"]) == 2  # sweep, trade-off
+    assert len([f for f in page["figures"] if f["section"] == "curves"]) == 3  # one per stage
+    time.sleep(0.6)
+    assert browser.evaluate(INSPECT)["movie"] != page["movie"], "the traversal movie does not move"
+
+    traversals = sections_of(index)["traversals"][1]
+    for name in ("z_s_x", "z_s_y", "z_u_0", "z_u_1"):
+        assert f"<code>{name}</code>" in traversals
+    assert traversals.count('class="strip diff"') == 4
+    gif = demo_run / "report" / report.MOVIE_GIF
+    from PIL import Image
+
+    with Image.open(gif) as movie:
+        assert movie.format == "GIF" and movie.n_frames > 10
+
+
+def test_every_trial_writes_tensorboard_events(demo_run: Path) -> None:
+    pytest.importorskip("tensorboardX")
+    for stage in ("alpha", "beta", "seeds"):
+        trials = [p for p in (demo_run / stage).iterdir() if p.name.startswith("train_psvae")]
+        assert trials and all(list(t.glob("events.out.tfevents.*")) for t in trials), stage
+
+
+# -- a run in progress and a failed trial ---------------------------------------------------------
+def test_a_run_in_progress_shows_alpha_and_marks_the_rest_pending(
+    demo_run: Path, browser: Chromium, tmp_path: Path
+) -> None:
+    run_dir = copy_run(demo_run, tmp_path / "running", ("alpha", "beta"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    # as the driver leaves it while beta runs: alpha decided, beta started, nothing after it
+    manifest["stages"]["beta"] = {"status": "running", "started": manifest["stages"]["beta"]["started"]}
+    del manifest["stages"]["seeds"]
+    manifest.update(status="running", selected=None)
+    manifest.pop("finished")
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    for table in ("trials", "epochs"):
+        for stage in ("beta", "seeds"):
+            shutil.rmtree(run_dir / "results" / table / f"stage-{stage}")
+    for result_file in (run_dir / "beta").glob("train_psvae*/result.json"):  # one epoch reported
+        result_file.write_text(result_file.read_text().splitlines()[0] + "\n")
+
+    index = report.write_report(run_dir)
+    sections = sections_of(index)
+    assert list(sections) == SECTIONS
+    assert sections["stage-alpha"][0] == "done" and sections["stage-alpha"][1].count("data-figure") == 2
+    for pending in ("stage-beta", "stage-seeds", "labels", "traversals", "movie", "curves"):
+        assert sections[pending][0] == "pending", pending
+    assert "running: 4 trial(s) started, 0 finished" in sections["stage-beta"][1]
+    assert "not started" in sections["stage-seeds"][1]
+    assert sections["curves"][1].count("data-figure") == 1  # alpha's curves are drawn already
+    page = inspect_page(browser, index, "report-in-progress.png")
+    assert {f["section"] for f in page["figures"]} == {"stage-alpha", "curves"}
+
+
+def test_a_run_whose_first_stage_is_running_is_all_pending(demo_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(demo_run, tmp_path / "starting", ())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["stages"] = {"alpha": {"status": "running", "started": manifest["created"]}}
+    manifest.update(status="running", selected=None)
+    manifest.pop("finished")
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    shutil.rmtree(run_dir / "results")  # nothing is written before a stage has finished
+
+    sections = sections_of(report.write_report(run_dir))
+    assert list(sections) == SECTIONS
+    assert [state for state, _ in sections.values()] == ["pending"] * 8 + ["done"]  # nothing failed
+    assert "running: 0 trial(s) started" in sections["stage-alpha"][1]
+    assert "data-figure" not in "".join(body for _, body in sections.values())
+
+
+def failed_trial_row(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A beta trial whose worker died after one epoch, through the driver's own row builder."""
+    trial_dir = next((run_dir / "beta").glob("train_psvae*_00000_*"))
+    params = json.loads((trial_dir / "params.json").read_text())
+    params["trial"] = {"loss.beta": 50.0}
+    first_report = json.loads((trial_dir / "result.json").read_text().splitlines()[0])
+    result = SimpleNamespace(
+        metrics={**first_report, "trial_id": first_report["trial_id"][:-1] + "9"},
+        config=params,
+        path=str(run_dir / "beta" / "train_psvae_failed"),
+        error=RuntimeError(
+            "Traceback (most recent call last):\n  ...\nRuntimeError: the worker ran out of memory"
+        ),
+        checkpoint=None,
+    )
+    return run._trial_row(result, json.loads((run_dir / "manifest.json").read_text())["run_id"], "beta")
+
+
+def test_a_failed_trial_is_listed_and_the_report_still_renders(
+    demo_run: Path, browser: Chromium, tmp_path: Path
+) -> None:
+    run_dir = copy_run(demo_run, tmp_path / "failed", ("alpha", "beta", "seeds"))
+    row, epochs = failed_trial_row(run_dir)
+    assert row["status"] == "failed" and epochs == []
+    stage_file = run_dir / "results" / "trials" / "stage-beta" / "part-0.parquet"
+    rows = [*pq.read_table(stage_file).to_pylist(), row]
+    results.write_stage(run_dir / "results", "trials", "beta", rows)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    record = manifest["stages"]["beta"]
+    import pandas as pd
+
+    decision = selection.select("lowest_correlation", pd.DataFrame(rows)).to_dict()
+    assert decision["trial_id"] == record["decision"]["trial_id"]  # excluded, so nothing else changes
+    record["decision"] = decision | {"checkpoint": record["decision"]["checkpoint"]}
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    (run_dir / "notes.txt").write_text("mine")
+    (run_dir / "report").mkdir()
+    (run_dir / "report" / "stale.html").write_text("an older report")
+
+    index = report.write_report(run_dir)
+    failures = sections_of(index)["failures"][1]
+    assert row["trial_id"] in failures and "RuntimeError: the worker ran out of memory" in failures
+    assert "failed: RuntimeError" in sections_of(index)["summary"][1]  # in the decision's table
+    assert (run_dir / "notes.txt").read_text() == "mine"
+    assert not (run_dir / "report" / "stale.html").exists()  # the report folder is replaced whole
+    assert not list(run_dir.glob(".report*"))
+    page = inspect_page(browser, index, "report-failed-trial.png")
+    assert page["sections"] == [[s, "done"] for s in SECTIONS]
+
+
+# -- the command line and the driver's hook --------------------------------------------------------
+def test_report_on_a_folder_that_is_not_a_run_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "data.h5").write_bytes(b"x")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path) in err and "not a search run directory" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["data.h5"]
+
+
+def test_a_report_that_fails_only_logs_a_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def broken(run_dir: Path) -> Path:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    messages: list[str] = []
+    run.refresh_report(tmp_path, messages.append)
+    assert len(messages) == 1 and messages[0].startswith("warning:") and "disk full" in messages[0]
+
+
+def test_the_report_finds_the_bundle_where_the_trainable_writes_it() -> None:
+    from search.trainable import BUNDLE
+
+    assert report.BUNDLE == BUNDLE
+
+
+def test_png_images_decode_as_written() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from search.report_model import png
+
+    image = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(png(image))) as decoded:
+        assert np.array_equal(np.asarray(decoded.convert("RGB")), image)
+
+
+@pytest.mark.parametrize("n_channels", [1, 2, 3])
+def test_a_frame_and_its_difference_image_have_the_same_layout(n_channels: int) -> None:
+    import numpy as np
+
+    from search.report_model import difference, diverging_rgb, to_rgb
+
+    frames = np.random.default_rng(0).random((2, n_channels, 6, 5)).astype(np.float32)
+    image = to_rgb(frames[1])
+    delta = diverging_rgb(difference(frames[1], frames[0]), scale=1.0)
+    assert image.shape == delta.shape == (6, 5 * (n_channels if n_channels != 3 else 1), 3)
+    assert image.dtype == delta.dtype == np.uint8
+
+
+# -- optuna-dashboard ----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_optuna_dashboard_serves_the_study_journalled_in_a_run_directory(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / run.OPTUNA_JOURNAL  # as an optuna stage writes it: a journal file
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.create_study(study_name="r1-alpha", storage=storage, directions=["minimize", "minimize"])
+    study.optimize(lambda t: (t.suggest_float("alpha", 10, 1000, log=True), 1.0), n_trials=3)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/studies"
+    executable = Path(sys.executable).with_name("optuna-dashboard")
+    command = [str(executable), str(journal), "--host", "127.0.0.1", "--port", str(port), "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            with contextlib.suppress(OSError):
+                studies = get_json(url)["study_summaries"]
+                break
+            assert time.monotonic() < deadline, "optuna-dashboard did not answer"
+            time.sleep(0.3)
+        assert [(s["study_name"], s["directions"]) for s in studies] == [
+            ("r1-alpha", ["minimize", "minimize"])
+        ]
+        detail = get_json(f"{url}/{studies[0]['study_id']}")
+        assert len(detail["trials"]) == 3
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
