@@ -34,6 +34,7 @@ from search import report_figures as figures
 from search import report_model
 from search.report_page import render_page
 from search.run import MANIFEST, OPTUNA_JOURNAL, read_manifest
+from search.storage import fetch_dir, is_uri
 
 REPORT_DIR = "report"
 INDEX = "index.html"
@@ -136,7 +137,13 @@ def html_table(
 
 def local_checkpoint(path: str, run_dir: Path) -> Path:
     """A checkpoint path from the manifest; for a run directory that was moved, the same
-    ``<stage>/<trial>/<checkpoint>`` inside ``run_dir``."""
+    ``<stage>/<trial>/<checkpoint>`` inside ``run_dir``. On an object store (a URI) its model
+    bundle is fetched once into the run's local mirror."""
+    if is_uri(path):
+        local = run_dir / ".checkpoints" / Path(*path.rstrip("/").split("/")[-3:])
+        if not (local / BUNDLE).is_dir():
+            fetch_dir(f"{path.rstrip('/')}/{BUNDLE}", local / BUNDLE)
+        return local
     recorded = Path(path)
     if recorded.exists():
         return recorded

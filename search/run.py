@@ -109,10 +109,15 @@ def chosen_overrides(manifest: dict[str, Any], spec: SearchSpec) -> dict[str, An
     return out
 
 
+def _location(fs_path: str, storage: Storage | None) -> str:
+    return fs_path if storage is None else storage.location(fs_path)
+
+
 def _trial_row(
-    result: Any, run_id: str, stage: str, storage: Storage
+    result: Any, run_id: str, stage: str, storage: Storage | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One trials row and its epochs rows from a Tune result."""
+    """One trials row and its epochs rows from a Tune result (checkpoints as ``storage`` names
+    them: a URI on an object store, else a local path)."""
     from search.trainable import HISTORY
 
     metrics = dict(result.metrics or {})
@@ -155,7 +160,7 @@ def _trial_row(
         "val_label_r2_per_label": [metric(f"val_label_r2_{n}") for n in names],
         "test_label_r2_per_label": [metric(f"test_label_r2_{n}") for n in names],
         "config_json": json.dumps(config, sort_keys=True),
-        "checkpoint": None if result.checkpoint is None else storage.location(result.checkpoint.path),
+        "checkpoint": None if result.checkpoint is None else _location(result.checkpoint.path, storage),
     }
     for key in (
         "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",

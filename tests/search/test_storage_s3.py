@@ -97,6 +97,9 @@ def test_search_on_s3_storage_resumes_and_exports_from_any_machine(
     trials = pq.read_table(f"{BUCKET}/runs/r1/results/trials", filesystem=fs).to_pandas()
     epochs = pq.read_table(f"{BUCKET}/runs/r1/results/epochs", filesystem=fs).to_pandas()
     assert len(trials) == 4 and trials.trial_id.is_unique and len(epochs) == 4 * 2
+    with fs.open_input_stream(f"{BUCKET}/runs/r1/report/index.html") as f:
+        page = f.read().decode()
+    assert "Latent traversals" in page and 'class="error"' not in page  # drawn from the bucket's bundle
     before = trial_dirs(fs, f"{BUCKET}/runs/r1")
     assert len(before) == 4  # Tune's experiments live in the bucket too
 
