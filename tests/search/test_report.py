@@ -31,7 +31,7 @@ from psvae.files import write_json_atomic
 from search import report, results, run, selection
 from search.cli import main
 from tests.search.chromium import Chromium, find_chromium
-from tests.search.test_search_ray import env_for, psvae
+from tests.search.conftest import QuickDemo
 
 pytestmark = pytest.mark.slow
 
@@ -62,14 +62,10 @@ INSPECT = """(() => {
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(quick_demo: QuickDemo) -> Path:
     """``psvae demo --quick``: the search writes the report itself after every stage."""
-    home = tmp_path_factory.mktemp("report-home")
-    run_dir = home / "demo"
-    proc = psvae("demo", "--quick", "--out", str(run_dir), env=env_for(home), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "was not refreshed" not in proc.stdout + proc.stderr
-    return run_dir
+    assert "was not refreshed" not in quick_demo.output
+    return quick_demo.run_dir
 
 
 @pytest.fixture(scope="module")
