@@ -93,7 +93,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from psvae.data import frame_shape_of, read_trials
+    from psvae.data import frame_shape_of, read_labels, read_trials
     from psvae.export import load_model
     from results_schema import latents_schema
 
@@ -107,15 +107,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
     names = list(model.label_stats.names)
     schema = latents_schema(names, model.network.n_background, model.network.n_unsupervised)
     columns: dict[str, list[np.ndarray]] = {f.name: [] for f in schema}
+    conditional = model.network.model_class == "cond-ae"  # encodes frames with their labels
     for path in args.data:
+        labels = read_labels(path) if conditional else {}
         for trial, frames in read_trials(path):
-            enc = model.encode(frames)
+            enc = model.encode(frames, labels=labels.get(trial))
             t = len(frames)
             columns["session_file"].append(np.full(t, str(path), dtype=object))
             columns["trial"].append(np.full(t, trial, dtype=object))
             columns["frame"].append(np.arange(t, dtype=np.int32))
             for k, name in enumerate(names):
-                columns[f"z_s_{name}"].append(enc.supervised[:, k])
+                # classes without supervised latents (vae, beta-tcvae) write NaN
+                z_s = enc.supervised[:, k] if enc.supervised.shape[1] else np.full(t, np.nan, np.float32)
+                columns[f"z_s_{name}"].append(z_s)
                 columns[f"label_{name}"].append(enc.labels[:, k].astype(np.float32))
                 columns[f"label_z_{name}"].append(enc.labels_z[:, k])
             for i in range(enc.background.shape[1]):
