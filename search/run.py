@@ -137,7 +137,13 @@ def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], li
         "error": error,
         "alpha": float(config["loss.alpha"]),
         "beta": float(config["loss.beta"]),
+        "model_class": str(config.get("model.model_class", "ps-vae")),
+        "delta": float(config.get("loss.delta", float("nan"))),
+        "msp_alpha": float(config.get("loss.msp_alpha", float("nan"))),
         "n_unsupervised": int(config["model.n_unsupervised"]),
+        "n_background": int(config.get("model.n_background", 0))
+        if config.get("model.model_class") == "msps-vae"
+        else 0,
         "seed_model": int(config["train.seed_model"]),
         "epochs_run": metrics.get("epochs_run", len(history)),
         "best_epoch": metrics.get("best_epoch"),
@@ -152,7 +158,7 @@ def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], li
     for key in (
         "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",
         "test_loss", "test_pixel_mse", "test_label_mse", "test_label_r2",
-        "train_mean_abs_corr_u", "test_abs_corr_u01",
+        "train_mean_abs_corr_u", "test_abs_corr_u01", "val_session_acc", "session_chance",
     ):  # fmt: skip
         row[key] = metric(key)
     epochs = [
@@ -283,7 +289,12 @@ def run_search(
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     _protect_token()
     base_cfg = spec.base_config()
-    data = load_data(list(spec.data), base_cfg.data.split, base_cfg.data.split_seed)
+    data = load_data(
+        list(spec.data),
+        base_cfg.data.split,
+        base_cfg.data.split_seed,
+        per_session=base_cfg.model.model_class == "msps-vae",
+    )
     arrays = data.to_arrays()
     for name, value in (("alpha", spec.alpha), ("beta", spec.beta)):
         if value is not None and name not in manifest["stages"]:
