@@ -13,13 +13,14 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from psvae import reference
 from psvae.errors import ConfigError
 
 # ps-vae: the Partitioned Subspace VAE; msps-vae: with a background subspace for several
@@ -208,7 +209,10 @@ class FitConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> FitConfig:
+    def from_yaml(cls, path: str | Path, n_labels: Callable[[], int] | None = None) -> FitConfig:
+        """Read a YAML (or JSON) file of our keys or of the reference's ``ae_model.json`` keys
+        (see :mod:`psvae.reference`); ``n_labels`` counts the data's labels when the file gives
+        ``n_ae_latents``."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
@@ -222,6 +226,16 @@ class FitConfig:
             loaded = {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        if reference.is_reference(loaded):
+            k = n_labels() if "n_ae_latents" in loaded and n_labels is not None else None
+            fixed, sweeps = reference.from_reference(loaded, str(path), k)
+            if sweeps:
+                key = next(iter(sweeps))
+                raise ConfigError(
+                    f"{path}: {key} = {sweeps[key]!r}: a list is a sweep; give it to psvae search, "
+                    "or one value to fit"
+                )
+            loaded = fixed
         return cls.from_mapping(loaded, source=str(path))
 
 

@@ -572,5 +572,10 @@ def read_labels(path: str) -> dict[str, np.ndarray]:
         return {t.name: f["labels"][t.name][()] for t in info.trials}
 
 
+def label_count(path: str) -> int:
+    """K, the number of label columns of a data file."""
+    return _scan(path, require_labels=True).n_labels
+
+
 def frame_shape_of(path: str) -> tuple[int, int, int]:
     return _scan(path, require_labels=False).frame_shape

@@ -176,7 +176,10 @@ def _trial_row(result: Any, run_id: str, stage: str) -> tuple[dict[str, Any], li
 OPTUNA_JOURNAL = "optuna.journal"
 # what an optuna stage optimises: the alpha stage the pixel/label trade-off (multi-objective),
 # other stages the beta selection statistic
-OPTUNA_OBJECTIVES = {"alpha": ["val_pixel_mse", "val_label_mse"]}
+OPTUNA_OBJECTIVES = {
+    "alpha": ["val_pixel_mse", "val_label_mse"],
+    "msp_alpha": ["val_pixel_mse", "val_label_mse"],
+}
 DEFAULT_OBJECTIVE = ["train_mean_abs_corr_u"]
 
 
