@@ -14,7 +14,7 @@ can depend on them.
 
 Several sessions (:func:`write_sessions`, one file each) differ in a static background, as
 recordings on different days or rigs differ in lighting and equipment: each session has its
-own brightness level and stripe pattern, while the animal behaves the same way. Their
+own stripe pattern and texture, while the animal behaves the same way. Their
 ground truth adds the session index (``session`` in each ``.factors.npz``).
 """
 
@@ -62,16 +62,26 @@ def _smooth_paths(rng: np.random.Generator, n_paths: int, n_frames: int) -> np.n
 
 
 def session_background(size: int, session: int, n_sessions: int) -> np.ndarray:
-    """The static background (S, S) of one of ``n_sessions`` sessions: a brightness level and a
-    stripe pattern whose orientation and period are the session's own."""
+    """The static background (S, S) of one of ``n_sessions`` sessions: a stripe pattern whose
+    orientation and period are the session's own over a smooth random texture of its own, all
+    sessions with the same mean brightness (as rigs differ in equipment and shading)."""
     grid = np.arange(size, dtype=np.float32) + 0.5
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    frac = session / max(n_sessions - 1, 1)
     angle = np.pi * session / n_sessions
     period = size / (2.0 + 1.5 * (session % 3))
     phase = (np.cos(angle) * xx + np.sin(angle) * yy) / period
-    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * phase)
-    return (0.05 + 0.2 * frac + 0.12 * stripes).astype(np.float32)
+    stripes = np.sin(2 * np.pi * phase)
+    noise = np.random.default_rng([7, session]).normal(size=(size, size))
+    for _ in range(3):  # a few box blurs make the texture smooth
+        noise = (
+            noise
+            + np.roll(noise, 1, 0)
+            + np.roll(noise, -1, 0)
+            + np.roll(noise, 1, 1)
+            + np.roll(noise, -1, 1)
+        ) / 5
+    texture = (noise - noise.mean()) / noise.std()
+    return (0.2 + 0.07 * stripes + 0.05 * texture).astype(np.float32)
 
 
 def generate(spec: SyntheticSpec, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +103,7 @@ def generate(spec: SyntheticSpec, background: np.ndarray | None = None) -> tuple
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
     noise = rng.normal(0, 1, size=(s, s))
     texture = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))) / 4
+    session_background_given = background is not None
     if background is None:
         background = (0.12 + 0.1 * (xx / s) + 0.03 * texture).astype(np.float32)
 
@@ -101,7 +112,12 @@ def generate(spec: SyntheticSpec, background: np.ndarray | None = None) -> tuple
         (xx - factors[..., 0, None, None]) ** 2 + (yy - factors[..., 1, None, None]) ** 2
     )  # (n, t, s, s)
     blob = 1.0 / (1.0 + np.exp((d - radius[..., None, None]) / (0.06 * s)))
-    frames = background + factors[..., 3, None, None] * blob
+    if session_background_given:
+        # the animal hides the background where it is, so its appearance is the same in every
+        # session and only the background tells sessions apart
+        frames = background * (1 - blob) + factors[..., 3, None, None] * blob
+    else:
+        frames = background + factors[..., 3, None, None] * blob
     frames += rng.normal(0, 0.01, size=frames.shape).astype(np.float32)
     frames_u8 = np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)[:, :, None]
     return frames_u8, factors

@@ -243,3 +243,32 @@ def test_an_unknown_reference_key_in_a_search_is_named(tmp_path, synthetic_file,
     code = main(["search", "--config", str(config), "--storage", str(tmp_path / "runs"), "--run-id", "x"])
     err = capsys.readouterr().err
     assert code == 2 and "ae_padding_type = 'same': not a supported ae_model.json key" in err
+
+
+# -- built-in multi-session data and the demo's plan -------------------------------------------
+def test_synthetic_sessions_command_writes_a_file_per_session_with_ground_truth(tmp_path, capsys):
+    import h5py
+    import numpy as np
+
+    out = tmp_path / "sessions"
+    assert main(["synthetic", "--sessions", "3", "--trials", "2", "--out", str(out)]) == 0
+    files = sorted(out.glob("*.h5"))
+    assert [f.name for f in files] == ["session_00.h5", "session_01.h5", "session_02.h5"]
+    assert [synthetic.read_session(f) for f in files] == [0, 1, 2]
+    with h5py.File(files[0]) as a, h5py.File(files[1]) as b:
+        assert sorted(a.keys()) == ["images", "labels"]  # the ground truth stays outside
+        # the static background differs between sessions: compare each session's mean frame
+        assert np.abs(a["images/trial_0000"][()].mean(0) - b["images/trial_0000"][()].mean(0)).mean() > 5
+    assert main(["synthetic", "--sessions", "3", "--out", str(out)]) == 2  # never overwritten
+
+
+def test_the_msps_demo_plan_is_the_classes_plan_on_three_sessions(tmp_path):
+    from search.demo import write_inputs
+
+    spec = load_spec(write_inputs(tmp_path / "demo", "msps-vae", quick=True))
+    assert len(spec.data) == 3 and spec.base_config().model.model_class == "msps-vae"
+    assert [(s.name, len(s.trial_overrides()), s.rule) for s in spec.stages] == [
+        ("alpha", 4, "alpha_tolerance"),
+        ("beta_delta", 16, "session_correlation"),
+        ("seeds", 3, "session_correlation"),
+    ]
