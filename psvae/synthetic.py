@@ -14,7 +14,7 @@ can depend on them.
 
 Several sessions (:func:`write_sessions`, one file each) differ in a static background, as
 recordings on different days or rigs differ in lighting and equipment: each session has its
-own stripe pattern and texture, while the animal behaves the same way. Their
+own brightness level, stripe pattern and texture, while the animal behaves the same way. Their
 ground truth adds the session index (``session`` in each ``.factors.npz``).
 """
 
@@ -62,9 +62,9 @@ def _smooth_paths(rng: np.random.Generator, n_paths: int, n_frames: int) -> np.n
 
 
 def session_background(size: int, session: int, n_sessions: int) -> np.ndarray:
-    """The static background (S, S) of one of ``n_sessions`` sessions: a stripe pattern whose
-    orientation and period are the session's own over a smooth random texture of its own, all
-    sessions with the same mean brightness (as rigs differ in equipment and shading)."""
+    """The static background (S, S) of one of ``n_sessions`` sessions: its own brightness level
+    (as lighting differs between days and rigs), stripe pattern (orientation and period) and
+    smooth random texture (as equipment differs)."""
     grid = np.arange(size, dtype=np.float32) + 0.5
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
     angle = np.pi * session / n_sessions
@@ -81,7 +81,8 @@ def session_background(size: int, session: int, n_sessions: int) -> np.ndarray:
             + np.roll(noise, -1, 1)
         ) / 5
     texture = (noise - noise.mean()) / noise.std()
-    return (0.2 + 0.07 * stripes + 0.05 * texture).astype(np.float32)
+    level = 0.1 + 0.2 * session / max(n_sessions - 1, 1)
+    return (level + 0.1 * stripes + 0.05 * texture).astype(np.float32)
 
 
 def generate(spec: SyntheticSpec, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
