@@ -1,12 +1,18 @@
 """How much session information the unsupervised latents carry: MSPS-VAE against PS-VAE.
 
-    .venv/bin/python bench/session_leakage.py [--sessions 3] [--epochs 12] [--size 32]
+    .venv/bin/python bench/session_leakage.py [--sessions 3] [--epochs 20] [--size 48] [--seed 0]
 
 Writes the built-in multi-session data (sessions differ in a static background), fits a
 PS-VAE and an MSPS-VAE on it with the same settings, and prints for each the validation
 accuracy of a classifier predicting the session from the unsupervised latents (chance is
 1 / sessions), with label R^2, pixel MSE and the fit's wall time. The PS-VAE has nowhere but
 its unsupervised latents to put the background; the MSPS-VAE has its background subspace.
+
+The defaults (48x48 frames, sigma_x = 0.3, alpha = 1000, 20 epochs of a narrow network) keep
+each fit well under a minute on two idle CPU cores. With sigma_x = 1 the unsupervised latents
+of such short fits collapse, and the session accuracy of a collapsed latent measures the
+residual of its means rather than information the decoder receives; the smallest z_u spread
+is printed to show it.
 """
 
 from __future__ import annotations
@@ -61,12 +67,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=3)
     parser.add_argument("--trials", type=int, default=20, help="per session")
     parser.add_argument("--frames", type=int, default=40, help="per trial")
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--delta", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=1000.0)
-    parser.add_argument("--sigma-x", type=float, default=0.2)
+    parser.add_argument("--sigma-x", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
