@@ -311,7 +311,8 @@ def run_search(
             continue
         fixed = chosen_overrides(manifest, spec)
         n_trials = stage.n_trials if stage.algorithm == "optuna" else len(stage.trial_overrides())
-        log(f"stage {stage.name}: {n_trials} {stage.algorithm} trials varying {stage.key}, fixed {fixed}")
+        varied = " x ".join(stage.varied_keys())
+        log(f"stage {stage.name}: {n_trials} {stage.algorithm} trials varying {varied}, fixed {fixed}")
         start = time.perf_counter()
         manifest["stages"][stage.name] = {"status": "running", "started": now()}
         write_json_atomic(run_dir / MANIFEST, manifest)
