@@ -13,16 +13,22 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from psvae import reference
 from psvae.errors import ConfigError
 
-MODEL_CLASSES = ("ps-vae",)
+# ps-vae: the Partitioned Subspace VAE; msps-vae: with a background subspace for several
+# sessions; cond-ae: conditional autoencoder; cond-ae-msp: autoencoder with matrix subspace
+# projection; vae: beta-VAE (beta weighs the KL); beta-tcvae: beta weighs the total correlation
+MODEL_CLASSES = ("ps-vae", "msps-vae", "cond-ae", "cond-ae-msp", "vae", "beta-tcvae")
+# the classes whose latents are sampled (the others are deterministic autoencoders)
+VARIATIONAL = ("ps-vae", "msps-vae", "vae", "beta-tcvae")
 PRECISIONS = ("auto", "float32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -56,8 +62,9 @@ class DataConfig:
 class ModelConfig:
     """The network. The defaults are the paper's architecture."""
 
-    model_class: str = "ps-vae"
-    n_unsupervised: int = 2  # U
+    model_class: str = "ps-vae"  # one of MODEL_CLASSES
+    n_unsupervised: int = 2  # U; for vae, beta-tcvae and cond-ae all their latents
+    n_background: int = 3  # B, the background latents of msps-vae (ignored by the other classes)
     channels: tuple[int, ...] = (32, 64, 128, 256, 512)
     strides: tuple[int, ...] = (2, 2, 2, 2, 5)
     kernel_size: int = 5
@@ -65,6 +72,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _choice("model.model_class", self.model_class, MODEL_CLASSES)
         _at_least("model.n_unsupervised", self.n_unsupervised, 0)
+        _at_least("model.n_background", self.n_background, 0)
+        if self.model_class == "msps-vae" and self.n_background < 1:
+            raise ConfigError("model.n_background = 0: msps-vae needs at least one background latent")
+        if self.model_class in ("vae", "beta-tcvae", "cond-ae") and self.n_unsupervised < 1:
+            raise ConfigError(
+                f"model.n_unsupervised = {self.n_unsupervised}: {self.model_class} needs at least one latent"
+            )
         _at_least("model.kernel_size", self.kernel_size, 1)
         if len(self.channels) != len(self.strides) or not self.channels:
             raise ConfigError(
@@ -84,10 +98,14 @@ class LossConfig:
     beta: float = 1.0  # weight of the total correlation of the unsupervised latents
     anneal_epochs: int = 100  # k_e ramps 0 -> 1 over this many epochs; beta_e = beta * k_e
     sigma_x: float = 1.0  # standard deviation of the Gaussian frame likelihood
+    delta: float = 50.0  # msps-vae: weight of the triplet loss on the background means
+    msp_alpha: float = 1.0  # cond-ae-msp: weight of the label and projection terms
 
     def __post_init__(self) -> None:
         _at_least("loss.alpha", self.alpha, 0)
         _at_least("loss.beta", self.beta, 0)
+        _at_least("loss.delta", self.delta, 0)
+        _at_least("loss.msp_alpha", self.msp_alpha, 0)
         _at_least("loss.anneal_epochs", self.anneal_epochs, 0)
         if not self.sigma_x > 0:
             raise ConfigError(f"loss.sigma_x = {self.sigma_x}: must be greater than 0")
@@ -108,6 +126,8 @@ class TrainConfig:
     # where the device computes bfloat16 natively (recent GPUs and CPUs), else "float32"
     precision: str = "auto"
     num_threads: int = 0  # CPU threads for torch; 0 = leave torch's default
+    # msps-vae: each training batch holds frames of this many distinct sessions (S >= 2)
+    n_sessions_per_batch: int = 2
 
     def __post_init__(self) -> None:
         _at_least("train.epochs", self.epochs, 1)
@@ -118,6 +138,7 @@ class TrainConfig:
         _choice("train.device", self.device, DEVICES)
         _choice("train.precision", self.precision, PRECISIONS)
         _at_least("train.num_threads", self.num_threads, 0)
+        _at_least("train.n_sessions_per_batch", self.n_sessions_per_batch, 2)
 
 
 @dataclass(frozen=True)
@@ -134,6 +155,12 @@ class FitConfig:
             raise ConfigError(
                 f"loss.anneal_epochs = {self.loss.anneal_epochs}: must be below train.epochs = "
                 f"{self.train.epochs}, or beta never reaches its value"
+            )
+        s = self.train.n_sessions_per_batch
+        if self.model.model_class == "msps-vae" and self.train.batch_size < 2 * s:
+            raise ConfigError(
+                f"train.batch_size = {self.train.batch_size}: needs at least two frames from each of "
+                f"the train.n_sessions_per_batch = {s} sessions"
             )
 
     # -- flat dotted view ---------------------------------------------------------------
@@ -182,7 +209,10 @@ class FitConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> FitConfig:
+    def from_yaml(cls, path: str | Path, n_labels: Callable[[], int] | None = None) -> FitConfig:
+        """Read a YAML (or JSON) file of our keys or of the reference's ``ae_model.json`` keys
+        (see :mod:`psvae.reference`); ``n_labels`` counts the data's labels when the file gives
+        ``n_ae_latents``."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
@@ -196,6 +226,16 @@ class FitConfig:
             loaded = {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        if reference.is_reference(loaded):
+            k = n_labels() if "n_ae_latents" in loaded and n_labels is not None else None
+            fixed, sweeps = reference.from_reference(loaded, str(path), k)
+            if sweeps:
+                key = next(iter(sweeps))
+                raise ConfigError(
+                    f"{path}: {key} = {sweeps[key]!r}: a list is a sweep; give it to psvae search, "
+                    "or one value to fit"
+                )
+            loaded = fixed
         return cls.from_mapping(loaded, source=str(path))
 
 

@@ -41,19 +41,40 @@ class LabelStats:
     names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # when labels are z-scored per session (msps-vae): each session's statistics, in file order;
+    # ``mean``/``std`` are then those of all sessions' training frames together
+    session_mean: tuple[tuple[float, ...], ...] = ()
+    session_std: tuple[tuple[float, ...], ...] = ()
 
-    def to_dict(self) -> dict[str, list[str] | list[float]]:
-        return {"names": list(self.names), "mean": list(self.mean), "std": list(self.std)}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"names": list(self.names), "mean": list(self.mean), "std": list(self.std)}
+        if self.session_mean:
+            d["session_mean"] = [list(m) for m in self.session_mean]
+            d["session_std"] = [list(s) for s in self.session_std]
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, list]) -> LabelStats:
-        return cls(tuple(d["names"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])))
+    def from_dict(cls, d: dict[str, Any]) -> LabelStats:
+        return cls(
+            tuple(d["names"]),
+            tuple(map(float, d["mean"])),
+            tuple(map(float, d["std"])),
+            tuple(tuple(map(float, m)) for m in d.get("session_mean", [])),
+            tuple(tuple(map(float, s)) for s in d.get("session_std", [])),
+        )
 
-    def zscore(self, labels: np.ndarray) -> np.ndarray:
-        return (labels - np.asarray(self.mean)) / np.asarray(self.std)
+    def _stats(self, session: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if session is None or not self.session_mean:
+            return np.asarray(self.mean), np.asarray(self.std)
+        return np.asarray(self.session_mean[session]), np.asarray(self.session_std[session])
 
-    def unzscore(self, labels: np.ndarray) -> np.ndarray:
-        return labels * np.asarray(self.std) + np.asarray(self.mean)
+    def zscore(self, labels: np.ndarray, session: int | None = None) -> np.ndarray:
+        mean, std = self._stats(session)
+        return (labels - mean) / std
+
+    def unzscore(self, labels: np.ndarray, session: int | None = None) -> np.ndarray:
+        mean, std = self._stats(session)
+        return labels * std + mean
 
 
 @dataclass(frozen=True)
@@ -370,6 +391,46 @@ class FrameData:
         for i in range(n_batches):
             yield order[i * batch_size : (i + 1) * batch_size]
 
+    def session_batches(
+        self, batch_size: int, n_sessions_per_batch: int, generator: torch.Generator
+    ) -> Iterator[Tensor]:
+        """Training batches that each hold frames of ``n_sessions_per_batch`` distinct sessions.
+
+        As many batches as :meth:`train_batches` gives. Each batch draws its S sessions at random
+        and takes ``batch_size // S`` frames from each (the first ``batch_size % S`` sessions one
+        more), walking through every session's shuffled training frames and reshuffling a
+        session when it runs out. Needs at least S sessions with training frames.
+        """
+        train = self.index["train"]
+        sessions = self.session[train]
+        pools = [train[sessions == s] for s in range(self.n_sessions)]
+        pools = [p for p in pools if len(p)]
+        s_count = n_sessions_per_batch
+        if len(pools) < s_count:
+            raise ValueError(
+                f"train.n_sessions_per_batch = {s_count}, but only {len(pools)} session(s) "
+                "have training frames"
+            )
+        orders = [p[torch.randperm(len(p), generator=generator)] for p in pools]
+        cursors = [0] * len(pools)
+        n_batches = max(1, len(train) // batch_size)
+        for _ in range(n_batches):
+            chosen = torch.randperm(len(pools), generator=generator)[:s_count].tolist()
+            parts = []
+            for j, s in enumerate(chosen):
+                n = batch_size // s_count + (1 if j < batch_size % s_count else 0)
+                taken: list[Tensor] = []
+                while n > 0:
+                    if cursors[s] >= len(orders[s]):
+                        orders[s] = pools[s][torch.randperm(len(pools[s]), generator=generator)]
+                        cursors[s] = 0
+                    part = orders[s][cursors[s] : cursors[s] + n]
+                    cursors[s] += len(part)
+                    n -= len(part)
+                    taken.append(part)
+                parts.extend(taken)
+            yield torch.cat(parts)
+
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Tensor]:
         """Index tensors covering every frame of ``split`` once, in order."""
         index = self.index[split]
@@ -377,11 +438,17 @@ class FrameData:
             yield index[start : start + batch_size]
 
 
-def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_seed: int = 0) -> FrameData:
-    """Validate and read one or more session files for fitting.
+def load_data(
+    paths: list[str] | tuple[str, ...],
+    split: str = "8;1;1;0",
+    split_seed: int = 0,
+    per_session: bool = False,
+) -> FrameData:
+    """Validate and read one or more session files (one file per session) for fitting.
 
     Labels are z-scored per column with the NaN-aware mean and standard deviation of the
-    training frames of all sessions (masked entries excluded).
+    training frames of all sessions (masked entries excluded), or, with ``per_session`` (the
+    multi-session model), of each session's own training frames.
     """
     if not paths:
         raise DataError("no data file given")
@@ -435,23 +502,26 @@ def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_
     for t in trials:
         if t.split == "train":
             is_train[t.start : t.stop] = True
-    mean, std = np.zeros(k), np.ones(k)
-    for col in range(k):
-        use = is_train & valid[:, col]
-        values = labels[use, col]
-        name = first.label_names[col]
-        if len(values) == 0:
-            raise DataError(
-                f"{first.path}: labels column {col} ({name}) has no valid value on the training frames"
-            )
-        mean[col], std[col] = values.mean(), values.std()
-        if not std[col] > 0:
-            raise DataError(
-                f"{first.path}: labels column {col} ({name}) has zero variance on the training "
-                f"frames (every value is {values[0]:g}); remove the column or give it varying values"
-            )
-    zscored = np.where(valid, (labels - mean) / std, 0.0)
+    mean, std = _column_stats(first, labels, valid, is_train, first.label_names)
     stats = LabelStats(first.label_names, tuple(mean.tolist()), tuple(std.tolist()))
+    if per_session:
+        zscored = np.zeros_like(labels)
+        session_stats = []
+        for session_id, info in enumerate(infos):
+            in_session = session_of_frame == session_id
+            s_mean, s_std = _column_stats(info, labels, valid, is_train & in_session, first.label_names)
+            zscored[in_session] = (labels[in_session] - s_mean) / s_std
+            session_stats.append((tuple(s_mean.tolist()), tuple(s_std.tolist())))
+        zscored = np.where(valid, zscored, 0.0)
+        stats = LabelStats(
+            stats.names,
+            stats.mean,
+            stats.std,
+            tuple(m for m, _ in session_stats),
+            tuple(s for _, s in session_stats),
+        )
+    else:
+        zscored = np.where(valid, (labels - mean) / std, 0.0)
     return FrameData(
         frames=torch.from_numpy(frames),
         labels=torch.from_numpy(zscored.astype(np.float32)),
@@ -463,6 +533,27 @@ def load_data(paths: list[str] | tuple[str, ...], split: str = "8;1;1;0", split_
     )
 
 
+def _column_stats(
+    info: _FileInfo, labels: np.ndarray, valid: np.ndarray, use_rows: np.ndarray, names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware mean and standard deviation (K,) of each label column over ``use_rows``."""
+    k = labels.shape[1]
+    mean, std = np.zeros(k), np.ones(k)
+    for col in range(k):
+        values = labels[use_rows & valid[:, col], col]
+        if len(values) == 0:
+            raise DataError(
+                f"{info.path}: labels column {col} ({names[col]}) has no valid value on the training frames"
+            )
+        mean[col], std[col] = values.mean(), values.std()
+        if not std[col] > 0:
+            raise DataError(
+                f"{info.path}: labels column {col} ({names[col]}) has zero variance on the training "
+                f"frames (every value is {values[0]:g}); remove the column or give it varying values"
+            )
+    return mean, std
+
+
 def read_trials(path: str) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(trial name, uint8 frames (T, C, H, W))`` for every trial of a file, in order.
 
@@ -472,6 +563,18 @@ def read_trials(path: str) -> Iterator[tuple[str, np.ndarray]]:
     with h5py.File(path, "r") as f:
         for t in info.trials:
             yield t.name, f["images"][t.name][()]
+
+
+def read_labels(path: str) -> dict[str, np.ndarray]:
+    """Trial name -> labels (T, K) in original units, for the models that take labels as input."""
+    info = _scan(path, require_labels=True)
+    with h5py.File(path, "r") as f:
+        return {t.name: f["labels"][t.name][()] for t in info.trials}
+
+
+def label_count(path: str) -> int:
+    """K, the number of label columns of a data file."""
+    return _scan(path, require_labels=True).n_labels
 
 
 def frame_shape_of(path: str) -> tuple[int, int, int]:

@@ -35,8 +35,8 @@ FILES = ("weights.pt", "config.json", "label_stats.json")
 class Encoded:
     """Latents and label predictions of T frames (posterior means; no sampling)."""
 
-    supervised: np.ndarray  # (T, K)
-    background: np.ndarray  # (T, B); B = 0 for the PS-VAE
+    supervised: np.ndarray  # (T, K); (T, 0) for vae and beta-tcvae
+    background: np.ndarray  # (T, B); B = 0 except for the msps-vae
     unsupervised: np.ndarray  # (T, U)
     labels_z: np.ndarray  # (T, K) predicted labels, z-scored units
     labels: np.ndarray  # (T, K) predicted labels, original units
@@ -60,8 +60,21 @@ class FittedModel:
         return self.network.frame_shape
 
     @torch.no_grad()
-    def encode(self, frames: np.ndarray | torch.Tensor, batch_size: int = 256) -> Encoded:
-        """frames: uint8 (T, C, H, W) or (C, H, W), values 0-255."""
+    def encode(
+        self,
+        frames: np.ndarray | torch.Tensor,
+        batch_size: int = 256,
+        labels: np.ndarray | None = None,
+        session: int | None = None,
+    ) -> Encoded:
+        """frames: uint8 (T, C, H, W) or (C, H, W), values 0-255.
+
+        ``labels`` (T, K) in original units: the frames' labels, which a conditional autoencoder
+        (``cond-ae``) needs as input. ``session``: for a model fit with per-session label
+        statistics (msps-vae), the index of the training session whose statistics convert labels;
+        without it the statistics of all sessions together are used. A class that predicts no
+        labels (vae, beta-tcvae) returns NaN labels and no supervised latents.
+        """
         x = torch.as_tensor(frames)
         if x.dtype != torch.uint8:
             raise ValueError(f"frames must be uint8 (0-255), got {x.dtype}")
@@ -71,34 +84,48 @@ class FittedModel:
             raise ValueError(
                 f"frames of shape {tuple(x.shape[1:])}, but the model expects {self.frame_shape}"
             )
-        device = next(self.network.parameters()).device
-        mus = []
+        net = self.network
+        device = next(net.parameters()).device
+        labels_in: torch.Tensor | None = None
+        if net.model_class == "cond-ae":
+            if labels is None:
+                raise ValueError("a conditional autoencoder (cond-ae) encodes frames with their labels")
+            z_labels = np.nan_to_num(self.label_stats.zscore(np.asarray(labels, np.float64), session))
+            labels_in = torch.as_tensor(z_labels, dtype=torch.float32, device=device)
+        chunks = []
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start : start + batch_size].to(device).float().div_(255.0)
-            mu, _ = self.network.encoder(chunk)
-            mus.append(mu)
-        mu = torch.cat(mus) if mus else torch.zeros(0, self.network.n_latents, device=device)
-        z_s, z_b, z_u = self.network.split_latents(mu)
-        labels_z = self.network.label_head(z_s).cpu().numpy()
+            mu, _ = net.encoder(chunk)
+            part = None if labels_in is None else labels_in[start : start + batch_size]
+            chunks.append(net.to_layout(mu, part))
+        layout = torch.cat(chunks) if chunks else torch.zeros(0, net.n_latents, device=device)
+        z_s, z_b, z_u = net.split_latents(layout)
+        if net.model_class in ("ps-vae", "msps-vae"):
+            labels_z = net.label_head(z_s).cpu().numpy()
+        elif net.n_supervised:  # cond-ae: its input labels; cond-ae-msp: P z
+            labels_z = z_s.cpu().numpy()
+        else:
+            labels_z = np.full((len(layout), net.n_labels), np.nan, np.float32)
         return Encoded(
             supervised=z_s.cpu().numpy(),
             background=z_b.cpu().numpy(),
             unsupervised=z_u.cpu().numpy(),
             labels_z=labels_z,
-            labels=self.label_stats.unzscore(labels_z),
+            labels=self.label_stats.unzscore(labels_z, session),
         )
 
     @torch.no_grad()
     def decode(self, latents: np.ndarray | torch.Tensor) -> np.ndarray:
         """latents (T, L) or (L,) in the order [supervised | background | unsupervised] ->
-        frames float32 (T, C, H, W) in [0, 1]."""
+        frames float32 (T, C, H, W) in [0, 1]. For a conditional autoencoder the supervised
+        block is the z-scored labels; for cond-ae-msp it is the predicted labels P z."""
         z = torch.as_tensor(latents, dtype=torch.float32)
         if z.ndim == 1:
             z = z.unsqueeze(0)
         if z.shape[1] != self.network.n_latents:
             raise ValueError(f"expected {self.network.n_latents} latents per frame, got {z.shape[1]}")
         device = next(self.network.parameters()).device
-        return self.network.decoder(z.to(device)).cpu().numpy()
+        return self.network.decode_layout(z.to(device)).cpu().numpy()
 
 
 def save_bundle(
@@ -122,6 +149,7 @@ def save_bundle(
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "frame_shape": list(network.frame_shape),
+            "model_class": network.model_class,
             "n_labels": network.n_labels,
             "n_background": network.n_background,
             "n_unsupervised": network.n_unsupervised,

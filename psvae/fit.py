@@ -91,7 +91,9 @@ def run_fit(
     out_dir = Path(out_dir)
     fit = _describe(data_paths, cfg)
     resume = _check_out_dir(out_dir, fit)
-    data = load_data(data_paths, cfg.data.split, cfg.data.split_seed)
+    data = load_data(
+        data_paths, cfg.data.split, cfg.data.split_seed, per_session=cfg.model.model_class == "msps-vae"
+    )
     trainer = Trainer(cfg, data)
     if resume:
         trainer.restore(out_dir / CHECKPOINT)

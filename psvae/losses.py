@@ -17,7 +17,8 @@ from torch import Tensor
 
 LOG_2PI = math.log(2 * math.pi)
 
-TERMS = ("loss", "nll_frames", "nll_labels", "kl_s", "mi", "tc", "dwkl")
+TERMS = ("loss", "nll_frames", "nll_labels", "kl_s", "mi", "tc", "dwkl", "kl_u", "triplet", "msp_latent")
+"""Every named term any class of the family reports; a class without a term reports 0."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class LossWeights:
     beta_e: float  # total correlation, = beta * k_e
     k_e: float  # index-code MI and dimension-wise KL; ramps 0 -> 1
     sigma_x: float = 1.0  # std of the Gaussian frame likelihood
+    delta: float = 0.0  # msps-vae: triplet loss on the background means; never annealed
+    msp_alpha: float = 0.0  # cond-ae-msp: label and projection terms
 
 
 def anneal_weight(epoch: int, anneal_epochs: int) -> float:
@@ -41,10 +44,18 @@ def anneal_weight(epoch: int, anneal_epochs: int) -> float:
 
 
 def weights_for_epoch(
-    epoch: int, alpha: float, beta: float, anneal_epochs: int, sigma_x: float = 1.0
+    epoch: int,
+    alpha: float,
+    beta: float,
+    anneal_epochs: int,
+    sigma_x: float = 1.0,
+    delta: float = 0.0,
+    msp_alpha: float = 0.0,
 ) -> LossWeights:
     k_e = anneal_weight(epoch, anneal_epochs)
-    return LossWeights(alpha=alpha, beta_e=beta * k_e, k_e=k_e, sigma_x=sigma_x)
+    return LossWeights(
+        alpha=alpha, beta_e=beta * k_e, k_e=k_e, sigma_x=sigma_x, delta=delta, msp_alpha=msp_alpha
+    )
 
 
 def gaussian_nll_frames(
@@ -149,3 +160,114 @@ def psvae_loss(
         "tc": tc,
         "dwkl": dwkl,
     }
+
+
+# -- the other members of the family (model.md section 7) --------------------------------
+
+
+def triplet_loss(mu_b: Tensor, session: Tensor, margin: float = 1.0) -> Tensor:
+    """Triplet loss on the background means, over every triplet of the batch.
+
+    mu_b: (M, B), session: (M,) int. For each anchor a, each positive p != a of the same
+    session and each negative n of another session: max(|a - p| - |a - n| + margin, 0), with
+    Euclidean distances; the mean over all such triplets (0 if the batch has none). Using
+    every triplet keeps the loss a deterministic function of the batch.
+    """
+    sq = (mu_b.unsqueeze(1) - mu_b.unsqueeze(0)).square().sum(2)  # (M, M)
+    # the clamp keeps the gradient finite where two means coincide
+    dist = sq.clamp_min(1e-12).sqrt()
+    same = session.unsqueeze(1) == session.unsqueeze(0)  # (M, M)
+    eye = torch.eye(len(session), dtype=torch.bool, device=session.device)
+    positive = same & ~eye
+    negative = ~same
+    # hinge[a, p, n] = d(a, p) - d(a, n) + margin
+    hinge = (dist.unsqueeze(2) - dist.unsqueeze(1) + margin).clamp_min(0)  # (M, M, M)
+    valid = positive.unsqueeze(2) & negative.unsqueeze(1)
+    n_valid = valid.sum()
+    if n_valid == 0:
+        return mu_b.sum() * 0.0
+    return (hinge * valid).sum() / n_valid
+
+
+def pixel_mse_frames(frames: Tensor, recon: Tensor, pixel_mask: Tensor | None = None) -> Tensor:
+    """Mean squared pixel error of each frame over its unmasked pixels, (M,)."""
+    sq = (frames - recon).square()
+    if pixel_mask is None:
+        return sq.flatten(1).mean(1)
+    return (sq * pixel_mask).flatten(1).sum(1) / pixel_mask.flatten(1).sum(1).clamp_min(1)
+
+
+def masked_label_mse(labels: Tensor, predicted: Tensor, label_mask: Tensor) -> Tensor:
+    """Mean squared label error over the unmasked entries of the batch, a scalar."""
+    return (label_mask * (labels - predicted).square()).sum() / label_mask.sum().clamp_min(1)
+
+
+def _zero(like: Tensor) -> Tensor:
+    return torch.zeros((), device=like.device)
+
+
+def _record(loss: Tensor, like: Tensor, **terms: Tensor) -> dict[str, Tensor]:
+    """All of TERMS, the ones a class does not have as 0."""
+    return {name: loss if name == "loss" else terms.get(name, _zero(like)) for name in TERMS}
+
+
+def family_loss(
+    model_class: str,
+    frames: Tensor,
+    recon: Tensor,
+    labels: Tensor,
+    predicted_labels: Tensor | None,
+    label_mask: Tensor,
+    pixel_mask: Tensor | None,
+    z: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    n_labels: int,
+    n_background: int,
+    n_data: int,
+    weights: LossWeights,
+    session: Tensor | None = None,
+    projection: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The objective of ``model_class`` and its named terms (every name of TERMS), scalars.
+
+    - ps-vae: :func:`psvae_loss`.
+    - msps-vae: the PS-VAE terms (the background block gets no KL) + delta * triplet on the
+      background means, grouped by ``session``.
+    - vae: nll_frames + beta_e * kl_u (analytic KL of all latents; beta stays after annealing).
+    - beta-tcvae: nll_frames + k_e * mi + beta_e * tc + k_e * dwkl over all latents.
+    - cond-ae: the mean squared pixel error.
+    - cond-ae-msp: pixel MSE + msp_alpha * (label MSE + msp_latent), msp_latent the mean
+      squared difference between z and P^T y_hat (``projection`` is P, K x L).
+    """
+    if model_class in ("ps-vae", "msps-vae"):
+        assert predicted_labels is not None
+        terms = psvae_loss(
+            frames, recon, labels, predicted_labels, label_mask, pixel_mask, z, mu, logvar,
+            n_labels, n_background, n_data, weights,
+        )  # fmt: skip
+        if model_class == "ps-vae":
+            return _record(terms.pop("loss"), z, **terms)
+        assert session is not None
+        k = n_labels
+        triplet = triplet_loss(mu[:, k : k + n_background], session)
+        return _record(terms.pop("loss") + weights.delta * triplet, z, triplet=triplet, **terms)
+    nll_frames = gaussian_nll_frames(frames, recon, weights.sigma_x, pixel_mask).mean()
+    if model_class == "vae":
+        kl_u = kl_standard_normal(mu, logvar).mean()
+        return _record(nll_frames + weights.beta_e * kl_u, z, nll_frames=nll_frames, kl_u=kl_u)
+    if model_class == "beta-tcvae":
+        mi, tc, dwkl = decomposed_kl(z, mu, logvar, n_data)
+        loss = nll_frames + weights.k_e * mi + weights.beta_e * tc + weights.k_e * dwkl
+        return _record(loss, z, nll_frames=nll_frames, mi=mi, tc=tc, dwkl=dwkl)
+    pixel = pixel_mse_frames(frames, recon, pixel_mask).mean()
+    if model_class == "cond-ae":
+        return _record(pixel, z, nll_frames=nll_frames)
+    if model_class == "cond-ae-msp":
+        assert predicted_labels is not None and projection is not None
+        label = masked_label_mse(labels, predicted_labels, label_mask)
+        msp_latent = (z - predicted_labels @ projection).square().mean()
+        nll_labels = gaussian_nll_labels(labels, predicted_labels, label_mask).mean()
+        loss = pixel + weights.msp_alpha * (label + msp_latent)
+        return _record(loss, z, nll_frames=nll_frames, nll_labels=nll_labels, msp_latent=msp_latent)
+    raise ValueError(f"unknown model class {model_class!r}")

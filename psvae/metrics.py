@@ -6,7 +6,8 @@ labels, masks honoured per column).
 
 Per finished fit: the same on val and test with the best weights, ``label_r2_<name>`` per
 label, and the beta selection statistic ``mean_abs_corr_u``: the mean |Pearson r| over all
-pairs of unsupervised latents (posterior means) on the training frames.
+pairs of unsupervised latents (posterior means) on the training frames. With several sessions,
+``session_acc``: how well the session can be told from the unsupervised latents (chance = 1/S).
 """
 
 from __future__ import annotations
@@ -90,12 +91,14 @@ class EpochAccumulator:
         frames: Tensor,
         recon: Tensor,
         labels: Tensor,
-        predicted: Tensor,
+        predicted: Tensor | None,
         label_mask: Tensor,
         pixel_mask: Tensor | None,
     ) -> None:
+        """``predicted`` is None for classes that predict no labels: their label metrics are NaN."""
         m = frames.shape[0]
-        self.sums += torch.stack([terms[name].detach().double() for name in TERMS]) * m
+        zero = torch.zeros((), dtype=torch.float64, device=self.sums.device)
+        self.sums += torch.stack([terms[n].detach().double() if n in terms else zero for n in TERMS]) * m
         self.n_frames += m
         sq = (frames - recon.float()).square()
         if pixel_mask is None:
@@ -104,6 +107,8 @@ class EpochAccumulator:
         else:
             self.pixel_sse += (sq * pixel_mask).sum(dtype=torch.float64)
             self.pixel_n += pixel_mask.sum(dtype=torch.float64)
+        if predicted is None:
+            return
         predicted = predicted.float()
         self.label_sse += (label_mask * (labels - predicted).square()).sum(dtype=torch.float64)
         self.label_n += label_mask.sum(dtype=torch.float64)
@@ -143,3 +148,43 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
     b = b.astype(np.float64) - b.mean()
     denom = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / denom) if denom > 0 else 0.0
+
+
+def session_accuracy(
+    train_latents: np.ndarray,
+    train_session: np.ndarray,
+    val_latents: np.ndarray,
+    val_session: np.ndarray,
+    n_sessions: int,
+    n_steps: int = 200,
+) -> float:
+    """Accuracy on validation frames of a classifier predicting the session from latents.
+
+    The classifier is multinomial logistic regression (weak L2 penalty, 1e-3) on the latents
+    standardised with the training frames' mean and standard deviation, fit by L-BFGS on the
+    training frames' posterior means. Latents free of session information score near chance,
+    1 / ``n_sessions``. NaN when there are no latents, fewer than two sessions or no
+    validation frames.
+    """
+    if train_latents.shape[1] == 0 or n_sessions < 2 or len(val_latents) == 0 or len(train_latents) == 0:
+        return float("nan")
+    x = torch.as_tensor(train_latents, dtype=torch.float64)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    x = (x - mean) / std
+    y = torch.as_tensor(train_session, dtype=torch.int64)
+    with torch.enable_grad():
+        weight = torch.zeros(x.shape[1], n_sessions, dtype=torch.float64, requires_grad=True)
+        bias = torch.zeros(n_sessions, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=n_steps, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + 1e-3 * weight.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    with torch.no_grad():
+        xv = (torch.as_tensor(val_latents, dtype=torch.float64) - mean) / std
+        predicted = (xv @ weight + bias).argmax(1).numpy()
+    return float((predicted == np.asarray(val_session)).mean())

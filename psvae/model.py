@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from psvae.config import ModelConfig
+from psvae.config import VARIATIONAL, ModelConfig
 
 LEAK = 0.05
 MIN_FRAME_SIZE = 32  # the four stride-2 layers leave at least 2x2 pixels for the last one
@@ -255,63 +255,142 @@ class LabelHead(nn.Module):
 
 @dataclass
 class ForwardOutput:
-    """Everything one pass produces. Shapes: M frames, L = K + B + U latents."""
+    """Everything one pass produces. Shapes: M frames, L_enc latents from the encoder."""
 
-    mu: Tensor  # (M, L)
-    logvar: Tensor  # (M, L)
-    z: Tensor  # (M, L), sampled in training, = mu in evaluation
+    mu: Tensor  # (M, L_enc)
+    logvar: Tensor  # (M, L_enc); unused by the deterministic autoencoders
+    z: Tensor  # (M, L_enc), sampled in training (variational classes), = mu otherwise
     frames: Tensor  # (M, C, H, W), in (0, 1)
-    labels: Tensor  # (M, K), z-scored units, predicted from mu_s
+    labels: Tensor | None  # (M, K), z-scored units; None for classes that predict no labels
+
+
+# Which block of the user-facing layout [supervised | background | unsupervised] each class has.
+SUPERVISED_CLASSES = ("ps-vae", "msps-vae", "cond-ae", "cond-ae-msp")
 
 
 class PSVAE(nn.Module):
-    """Partitioned-subspace VAE: latents [supervised K | background B | unsupervised U]."""
+    """The PS-VAE and the other members of its family, one network with a per-class latent layout.
+
+    Every class exposes its latents in one layout, [supervised K_s | background B | unsupervised U],
+    which is what ``encode`` returns, ``decode`` takes and traversals vary:
+
+    - ``ps-vae``: the encoder's latents as they are (B = 0); labels from a diagonal head on mu_s.
+    - ``msps-vae``: the same with B background latents.
+    - ``cond-ae``: the encoder gives U latents z; the decoder reads [z, labels]; the supervised
+      block is the (z-scored) labels the frames were conditioned on.
+    - ``cond-ae-msp``: the encoder gives L = K + U latents z and labels are y = P z (P: K x L, no
+      bias); the supervised block is P z and the unsupervised block the coordinates of z in the
+      null space of P.
+    - ``vae``, ``beta-tcvae``: U latents, all unsupervised (K_s = 0).
+    """
 
     def __init__(
         self,
         frame_shape: tuple[int, int, int],
         n_labels: int,
         cfg: ModelConfig,
-        n_background: int = 0,
+        n_background: int | None = None,
     ) -> None:
         super().__init__()
         n_channels, height, width = frame_shape
         if min(height, width) < MIN_FRAME_SIZE:
             raise ValueError(f"frames of {height}x{width} are smaller than {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE}")
+        self.model_class = cfg.model_class
         self.frame_shape = frame_shape
-        self.n_labels = n_labels
+        self.n_labels = n_labels  # K, labels in the data
+        if n_background is None:
+            n_background = cfg.n_background if cfg.model_class == "msps-vae" else 0
         self.n_background = n_background
         self.n_unsupervised = cfg.n_unsupervised
-        self.n_latents = n_labels + n_background + cfg.n_unsupervised
-        self.encoder = Encoder(n_channels, (height, width), cfg, self.n_latents)
-        self.decoder = Decoder(
-            n_channels, self.encoder.geometry, self.encoder.bottleneck, cfg, self.n_latents
-        )
+        self.variational = cfg.model_class in VARIATIONAL
+        self.n_supervised = n_labels if cfg.model_class in SUPERVISED_CLASSES else 0  # K_s
+        self.n_latents = self.n_supervised + n_background + cfg.n_unsupervised  # the layout's L
+        # the encoder's width: the conditional autoencoder's labels are inputs, not latents
+        n_codes = cfg.n_unsupervised if cfg.model_class == "cond-ae" else self.n_latents
+        self.n_codes = n_codes
+        n_decoder_in = n_codes + (n_labels if cfg.model_class == "cond-ae" else 0)
+        self.encoder = Encoder(n_channels, (height, width), cfg, n_codes)
+        self.decoder = Decoder(n_channels, self.encoder.geometry, self.encoder.bottleneck, cfg, n_decoder_in)
         self.label_head = LabelHead(n_labels)
+        is_msp = cfg.model_class == "cond-ae-msp"
+        self.projection = nn.Linear(n_codes, n_labels, bias=False) if is_msp else None
 
     def split_latents(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(M, L) -> supervised (M, K), background (M, B), unsupervised (M, U)."""
-        k, b = self.n_labels, self.n_background
+        """(M, L) in the layout -> supervised (M, K_s), background (M, B), unsupervised (M, U)."""
+        k, b = self.n_supervised, self.n_background
         return z[:, :k], z[:, k : k + b], z[:, k + b :]
 
-    def forward(self, frames: Tensor, generator: torch.Generator | None = None) -> ForwardOutput:
-        """frames: (M, C, H, W) in [0, 1].
+    def predict_labels(self, mu: Tensor) -> Tensor | None:
+        """Labels (M, K) in z-scored units from the encoder's means, or None if the class has none."""
+        if self.model_class in ("ps-vae", "msps-vae"):
+            return cast(Tensor, self.label_head(mu[:, : self.n_labels]))
+        if self.projection is not None:
+            return cast(Tensor, self.projection(mu))
+        return None
 
-        With ``generator`` the latents are sampled, z = mu + eps * exp(logvar / 2); without it
-        z = mu (evaluation, export, traversals).
+    def _null_space(self) -> tuple[Tensor, Tensor]:
+        """MSP only: the pseudo-inverse of P (L x K) and an orthonormal basis of its null space (U x L)."""
+        assert self.projection is not None
+        p = self.projection.weight.float()  # (K, L)
+        _, _, vh = torch.linalg.svd(p, full_matrices=True)
+        return torch.linalg.pinv(p), vh[self.n_labels :]
+
+    def to_layout(self, mu: Tensor, labels_z: Tensor | None = None) -> Tensor:
+        """The encoder's means (M, L_enc) as the layout (M, L). ``labels_z`` (M, K): the
+        conditional autoencoder's labels, which are part of its layout."""
+        if self.model_class == "cond-ae":
+            if labels_z is None:
+                raise ValueError("a conditional autoencoder needs the labels of the frames")
+            return torch.cat([labels_z.to(mu), mu], dim=1)
+        if self.model_class == "cond-ae-msp":
+            _, null = self._null_space()
+            return torch.cat([cast(Tensor, self.projection(mu)), mu @ null.T], dim=1)  # type: ignore[misc]
+        return mu
+
+    def unsupervised(self, mu: Tensor) -> Tensor:
+        """The unsupervised latents (M, U) of the encoder's means (M, L_enc)."""
+        if self.model_class == "cond-ae-msp":
+            return mu @ self._null_space()[1].T
+        return mu[:, mu.shape[1] - self.n_unsupervised :]
+
+    def decode_layout(self, latents: Tensor) -> Tensor:
+        """Frames (M, C, H, W) from latents (M, L) in the layout."""
+        s, _, u = self.split_latents(latents)
+        if self.model_class == "cond-ae":
+            z = torch.cat([u, s], dim=1)
+        elif self.model_class == "cond-ae-msp":
+            pinv, null = self._null_space()
+            z = s @ pinv.T + u @ null  # P z = s and the null-space coordinates of z are u
+        else:
+            z = latents
+        return cast(Tensor, self.decoder(z))
+
+    def forward(
+        self, frames: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None
+    ) -> ForwardOutput:
+        """frames: (M, C, H, W) in [0, 1]; labels (M, K) z-scored, needed by ``cond-ae`` only.
+
+        With ``generator`` the latents of the variational classes are sampled,
+        z = mu + eps * exp(logvar / 2); without it, and always for the autoencoders, z = mu
+        (evaluation, export, traversals).
         """
         mu, logvar = self.encoder(frames)
-        if generator is None:
+        if generator is None or not self.variational:
             z = mu
         else:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + eps * torch.exp(0.5 * logvar)
+        decoder_in = z
+        if self.model_class == "cond-ae":
+            if labels is None:
+                raise ValueError("a conditional autoencoder needs the labels of the frames")
+            decoder_in = torch.cat([z, labels.to(z.dtype)], dim=1)
         return ForwardOutput(
             mu=mu,
             logvar=logvar,
             z=z,
-            frames=self.decoder(z),
-            labels=self.label_head(mu[:, : self.n_labels]),
+            frames=self.decoder(decoder_in),
+            labels=self.predict_labels(mu),
         )
 
 

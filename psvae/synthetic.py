@@ -11,6 +11,11 @@ factors change smoothly within each trial, independently of each other:
 The file uses the user-facing HDF5 layout (``images``, ``labels``); the ground-truth factors
 are written beside it (``<file>.factors.npz``), never inside it, so nothing in the pipeline
 can depend on them.
+
+Several sessions (:func:`write_sessions`, one file each) differ in a static background, as
+recordings on different days or rigs differ in lighting and equipment: each session has its
+own brightness level, stripe pattern and texture, while the animal behaves the same way. Their
+ground truth adds the session index (``session`` in each ``.factors.npz``).
 """
 
 from __future__ import annotations
@@ -56,8 +61,34 @@ def _smooth_paths(rng: np.random.Generator, n_paths: int, n_frames: int) -> np.n
     return centre + span * (2 * (curves - low) / (high - low) - 1)
 
 
-def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Frames uint8 (n_trials, T, 1, S, S) and factors float32 (n_trials, T, 4)."""
+def session_background(size: int, session: int, n_sessions: int) -> np.ndarray:
+    """The static background (S, S) of one of ``n_sessions`` sessions: its own brightness level
+    (as lighting differs between days and rigs), stripe pattern (orientation and period) and
+    smooth random texture (as equipment differs)."""
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    angle = np.pi * session / n_sessions
+    period = size / (2.0 + 1.5 * (session % 3))
+    phase = (np.cos(angle) * xx + np.sin(angle) * yy) / period
+    stripes = np.sin(2 * np.pi * phase)
+    noise = np.random.default_rng([7, session]).normal(size=(size, size))
+    for _ in range(3):  # a few box blurs make the texture smooth
+        noise = (
+            noise
+            + np.roll(noise, 1, 0)
+            + np.roll(noise, -1, 0)
+            + np.roll(noise, 1, 1)
+            + np.roll(noise, -1, 1)
+        ) / 5
+    texture = (noise - noise.mean()) / noise.std()
+    level = 0.1 + 0.2 * session / max(n_sessions - 1, 1)
+    return (level + 0.1 * stripes + 0.05 * texture).astype(np.float32)
+
+
+def generate(spec: SyntheticSpec, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 (n_trials, T, 1, S, S) and factors float32 (n_trials, T, 4).
+
+    ``background`` (S, S): a static background in place of the default one."""
     rng = np.random.default_rng(spec.seed)
     n, t, s = spec.n_trials, spec.n_frames, spec.size
     # factors: x, y in pixels; scale in [0.7, 1.3]; brightness in [0.45, 0.95]
@@ -73,27 +104,41 @@ def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
     noise = rng.normal(0, 1, size=(s, s))
     texture = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))) / 4
-    background = (0.12 + 0.1 * (xx / s) + 0.03 * texture).astype(np.float32)
+    session_background_given = background is not None
+    if background is None:
+        background = (0.12 + 0.1 * (xx / s) + 0.03 * texture).astype(np.float32)
 
     radius = 0.13 * s * factors[..., 2]  # (n, t)
     d = np.sqrt(
         (xx - factors[..., 0, None, None]) ** 2 + (yy - factors[..., 1, None, None]) ** 2
     )  # (n, t, s, s)
     blob = 1.0 / (1.0 + np.exp((d - radius[..., None, None]) / (0.06 * s)))
-    frames = background + factors[..., 3, None, None] * blob
+    if session_background_given:
+        # the animal hides the background where it is, so its appearance is the same in every
+        # session and only the background tells sessions apart
+        frames = background * (1 - blob) + factors[..., 3, None, None] * blob
+    else:
+        frames = background + factors[..., 3, None, None] * blob
     frames += rng.normal(0, 0.01, size=frames.shape).astype(np.float32)
     frames_u8 = np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)[:, :, None]
     return frames_u8, factors
 
 
-def write(path: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+def write(
+    path: str | Path,
+    spec: SyntheticSpec = SyntheticSpec(),
+    session: int | None = None,
+    n_sessions: int = 1,
+) -> Path:
     """Write the dataset to ``path`` (HDF5) and its factors beside it; returns ``path``.
 
-    Both files are written to temporary names first and renamed, so an interrupted run leaves
-    nothing half-written.
+    With ``session``, the file is that session of ``n_sessions`` (its own background) and the
+    factors file records the session index. Both files are written to temporary names first
+    and renamed, so an interrupted run leaves nothing half-written.
     """
     path = Path(path)
-    frames, factors = generate(spec)
+    background = None if session is None else session_background(spec.size, session, n_sessions)
+    frames, factors = generate(spec, background)
     rng = np.random.default_rng([spec.seed, 1])
     labels = factors[..., :2] + rng.normal(0, spec.label_noise, size=factors[..., :2].shape)
     labels = labels.astype(np.float32)
@@ -109,13 +154,42 @@ def write(path: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
             label_group.create_dataset(name, data=labels[i])
     fpath = factors_path(path)
     ftmp = fpath.with_name(f".{fpath.name}.{os.getpid()}.tmp.npz")
-    np.savez(ftmp, names=np.array(FACTOR_NAMES), **{n: factors[i] for i, n in enumerate(names)})
+    arrays: dict[str, np.ndarray] = {"names": np.array(FACTOR_NAMES)}
+    if session is not None:
+        arrays["session"] = np.array(session)
+    arrays.update({n: factors[i] for i, n in enumerate(names)})
+    np.savez(ftmp, **arrays)  # type: ignore[arg-type]
     os.replace(ftmp, fpath)
     os.replace(tmp, path)
     return path
 
 
+def session_paths(out_dir: str | Path, n_sessions: int) -> list[Path]:
+    """The files :func:`write_sessions` writes: ``session_00.h5``, ``session_01.h5``, ..."""
+    return [Path(out_dir) / f"session_{i:02d}.h5" for i in range(n_sessions)]
+
+
+def write_sessions(out_dir: str | Path, n_sessions: int, spec: SyntheticSpec = SyntheticSpec()) -> list[Path]:
+    """Write ``n_sessions`` sessions into ``out_dir`` (created), one HDF5 file each with its
+    factors beside it. Sessions share the behaviour's statistics (each its own random draws)
+    and differ in their static background. Returns the data files in session order."""
+    if n_sessions < 1:
+        raise ValueError(f"n_sessions = {n_sessions}: must be at least 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = session_paths(out, n_sessions)
+    for i, path in enumerate(paths):
+        write(path, SyntheticSpec(**{**spec.__dict__, "seed": spec.seed * 1000 + i}), i, n_sessions)
+    return paths
+
+
 def read_factors(data_path: str | Path) -> dict[str, np.ndarray]:
     """The ground truth of a synthetic file: trial name -> factors (T, 4) in FACTOR_NAMES order."""
     with np.load(factors_path(data_path), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files if k != "names"}
+        return {k: npz[k] for k in npz.files if k not in ("names", "session")}
+
+
+def read_session(data_path: str | Path) -> int | None:
+    """The session index of a file written by :func:`write_sessions` (None for a single file)."""
+    with np.load(factors_path(data_path), allow_pickle=False) as npz:
+        return int(npz["session"]) if "session" in npz.files else None

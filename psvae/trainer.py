@@ -29,11 +29,13 @@ import torch
 
 from psvae.config import FitConfig
 from psvae.data import FrameData
-from psvae.losses import LossWeights, psvae_loss, weights_for_epoch
+from psvae.errors import ConfigError
+from psvae.losses import LossWeights, family_loss, weights_for_epoch
 from psvae.metrics import (
     EpochAccumulator,
     abs_corr_first_two,
     mean_abs_pairwise_corr,
+    session_accuracy,
 )
 from psvae.model import PSVAE
 from psvae.runtime import keep_large_allocations, resolve_device, resolve_precision
@@ -89,10 +91,23 @@ def build_model(cfg: FitConfig, frame_shape: tuple[int, int, int], n_labels: int
         return PSVAE(frame_shape, n_labels, cfg.model)
 
 
+def check_fits_data(cfg: FitConfig, data: FrameData) -> None:
+    """Refuse a config the data cannot serve, before any training."""
+    s = cfg.train.n_sessions_per_batch
+    if cfg.model.model_class == "msps-vae":
+        sessions_with_train = len(set(data.session[data.index["train"]].tolist()))
+        if sessions_with_train < s:
+            raise ConfigError(
+                f"train.n_sessions_per_batch = {s}: msps-vae needs at least that many sessions (data "
+                f"files) with training trials, but the data has {sessions_with_train}"
+            )
+
+
 class Trainer:
     def __init__(self, cfg: FitConfig, data: FrameData, device: str | None = None) -> None:
         self.cfg = cfg
         self.data = data
+        check_fits_data(cfg, data)
         self.device = resolve_device(device or cfg.train.device)
         self.precision = resolve_precision(cfg.train.precision, self.device)
         if self.device.type == "cpu":
@@ -127,28 +142,38 @@ class Trainer:
     def _weights(self, epoch: int, full: bool = False) -> LossWeights:
         loss = self.cfg.loss
         return weights_for_epoch(
-            epoch, loss.alpha, loss.beta, 0 if full else loss.anneal_epochs, loss.sigma_x
+            epoch,
+            loss.alpha,
+            loss.beta,
+            0 if full else loss.anneal_epochs,
+            loss.sigma_x,
+            delta=loss.delta,
+            msp_alpha=loss.msp_alpha,
         )
 
     def _terms(self, batch: Any, weights: LossWeights, n_data: int, sample: bool) -> tuple[Any, Any]:
+        model = self.model
         with self._autocast():
-            out = self.model(batch.frames, self.noise_rng if sample else None)
+            out = model(batch.frames, self.noise_rng if sample else None, labels=batch.labels)
         # the loss is always computed in float32
         recon, mu, logvar, z = out.frames.float(), out.mu.float(), out.logvar.float(), out.z.float()
-        terms = psvae_loss(
+        terms = family_loss(
+            model.model_class,
             batch.frames,
             recon,
             batch.labels,
-            out.labels.float(),
+            None if out.labels is None else out.labels.float(),
             batch.label_mask,
             batch.pixel_mask,
             z,
             mu,
             logvar,
             n_labels=self.data.n_labels,
-            n_background=0,
+            n_background=model.n_background,
             n_data=n_data,
             weights=weights,
+            session=batch.session,
+            projection=None if model.projection is None else model.projection.weight.float(),
         )
         return terms, out
 
@@ -160,7 +185,13 @@ class Trainer:
         weights = self._weights(epoch)
         n_data = self.data.n_frames("train")
         acc = EpochAccumulator(self.data.n_labels, self.device)
-        for idx in self.data.train_batches(self.cfg.train.batch_size, self.order_rng):
+        if self.cfg.model.model_class == "msps-vae":
+            batches = self.data.session_batches(
+                self.cfg.train.batch_size, self.cfg.train.n_sessions_per_batch, self.order_rng
+            )
+        else:
+            batches = self.data.train_batches(self.cfg.train.batch_size, self.order_rng)
+        for idx in batches:
             batch = self.data.batch(idx, self.device)
             terms, out = self._terms(batch, weights, n_data, sample=True)
             self.optimizer.zero_grad(set_to_none=True)
@@ -184,7 +215,7 @@ class Trainer:
             self._accumulate(acc, terms, out, batch)
             if keep_latents:
                 latents.append(out.mu.float().cpu().numpy())
-        empty = np.zeros((0, self.model.n_latents), np.float32)
+        empty = np.zeros((0, self.model.n_codes), np.float32)
         return acc, np.concatenate(latents) if latents else empty
 
     def evaluate(self, split: str) -> dict[str, float]:
@@ -235,14 +266,20 @@ class Trainer:
 
     @torch.no_grad()
     def latents(self, split: str) -> np.ndarray:
-        """Posterior means (N, L) of every frame of ``split``, in order."""
+        """Posterior means (N, L_enc) of every frame of ``split``, in order (the encoder's output)."""
         self.model.eval()
         chunks = []
         for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
             with self._autocast():
                 mu, _ = self.model.encoder(self.data.batch(idx, self.device).frames)
             chunks.append(mu.float().cpu().numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.n_latents), np.float32)
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.model.n_codes), np.float32)
+
+    @torch.no_grad()
+    def unsupervised_latents(self, latents: np.ndarray) -> np.ndarray:
+        """The unsupervised latents (N, U) of encoder means (N, L_enc)."""
+        mu = torch.as_tensor(latents).to(self.device)
+        return self.model.unsupervised(mu).float().cpu().numpy()
 
     def finish(self) -> FitSummary:
         """Load the best weights and compute the per-fit metrics with them: one pass over
@@ -253,7 +290,6 @@ class Trainer:
         self.load_best()
         metrics: dict[str, float] = {}
         names = self.data.label_stats.names
-        first_u = self.data.n_labels
         for split in ("val", "test"):
             acc, latents = self._evaluate(split, keep_latents=split == "test")
             result = acc.result()
@@ -265,8 +301,21 @@ class Trainer:
             for name, r2 in zip(names, acc.r2.per_column(), strict=True):
                 metrics[f"{split}_label_r2_{name}"] = float(r2)
             if split == "test":
-                metrics["test_abs_corr_u01"] = abs_corr_first_two(latents[:, first_u:])
-        metrics["train_mean_abs_corr_u"] = mean_abs_pairwise_corr(self.latents("train")[:, first_u:])
+                metrics["test_abs_corr_u01"] = abs_corr_first_two(self.unsupervised_latents(latents))
+        train_u = self.unsupervised_latents(self.latents("train"))
+        metrics["train_mean_abs_corr_u"] = mean_abs_pairwise_corr(train_u)
+        n_sessions = self.data.n_sessions
+        if n_sessions >= 2:
+            index = self.data.index
+            val_u = self.unsupervised_latents(self.latents("val"))
+            metrics["val_session_acc"] = session_accuracy(
+                train_u,
+                self.data.session[index["train"]].numpy(),
+                val_u,
+                self.data.session[index["val"]].numpy(),
+                n_sessions,
+            )
+            metrics["session_chance"] = 1.0 / n_sessions
         return FitSummary(status, self.precision, self.epoch, self.best_epoch, metrics)
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TRIALS_VERSION = 1
-EPOCHS_VERSION = 1
+# version 2: the model family (model_class, delta, msp_alpha, n_background, session accuracy;
+# the kl_u, triplet and msp_latent terms)
+TRIALS_VERSION = 2
+EPOCHS_VERSION = 2
 
 # Per-epoch metric names; each appears as ``train_<name>`` and ``val_<name>`` in ``epochs``.
 EPOCH_METRICS: tuple[str, ...] = (
@@ -25,10 +27,14 @@ EPOCH_METRICS: tuple[str, ...] = (
     "pixel_mse",
     "label_mse",
     "label_r2",
+    "kl_u",
+    "triplet",
+    "msp_latent",
 )
 
 _EPOCH_METRIC_TEXT = {
-    "loss": "objective: nll_frames + alpha*nll_labels + kl_s + k_e*(mi + dwkl) + beta_e*tc, mean per frame",
+    "loss": "objective of the model class, mean per frame (ps-vae: nll_frames + alpha*nll_labels + kl_s "
+    "+ k_e*(mi + dwkl) + beta_e*tc; see the README for the others)",
     "nll_frames": "Gaussian negative log-likelihood of the frames, mean per frame",
     "nll_labels": "Gaussian negative log-likelihood of the labels, mean per frame",
     "kl_s": "KL of the supervised latents to N(0, I)",
@@ -38,6 +44,11 @@ _EPOCH_METRIC_TEXT = {
     "pixel_mse": "mean squared error of the reconstructed frames over unmasked pixels",
     "label_mse": "mean squared error of the predicted labels, z-scored units, over unmasked entries",
     "label_r2": "R^2 of the predicted labels, variance-weighted over labels",
+    "kl_u": "vae: analytic KL of all latents to N(0, I), weighted by beta_e; 0 for other classes",
+    "triplet": "msps-vae: triplet loss on the background means (margin 1), weighted by delta; "
+    "0 for other classes",
+    "msp_latent": "cond-ae-msp: mean squared difference between z and P^T y_hat, weighted by "
+    "msp_alpha; 0 for other classes",
 }
 
 _EPOCH_PREFIX_TEXT = {
@@ -60,6 +71,12 @@ def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
     cols += [
         ("status", s, False, "how the trial ended: completed, diverged or failed"),
         ("error", s, True, "why the trial diverged or failed; null when it completed"),
+        (
+            "model_class",
+            s,
+            True,
+            "the model: ps-vae, msps-vae, cond-ae, cond-ae-msp, vae (beta-VAE) or beta-tcvae",
+        ),
         ("alpha", f64, True, "hyperparameter alpha: weight of the label log-likelihood"),
         (
             "beta",
@@ -67,7 +84,20 @@ def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
             True,
             "hyperparameter beta: weight of the total correlation of the unsupervised latents",
         ),
+        (
+            "delta",
+            f64,
+            True,
+            "hyperparameter delta (msps-vae): weight of the triplet loss on the background latents",
+        ),
+        (
+            "msp_alpha",
+            f64,
+            True,
+            "hyperparameter msp_alpha (cond-ae-msp): weight of the label and projection terms",
+        ),
         ("n_unsupervised", i32, True, "hyperparameter: number of unsupervised latents"),
+        ("n_background", i32, True, "number of background latents (msps-vae; 0 for the other classes)"),
         ("seed_model", i32, True, "hyperparameter: seed of the network initialisation"),
         ("epochs_run", i32, True, "number of epochs trained"),
         (
@@ -101,6 +131,15 @@ def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
             True,
             "|r| of unsupervised latents 0 and 1 on test frames (the reference implementation's variant)",
         ),
+        (
+            "val_session_acc",
+            f64,
+            True,
+            "with several sessions: accuracy on validation frames of a logistic-regression classifier "
+            "predicting the session from the unsupervised latents (fit on training frames); "
+            "near session_chance means no session information",
+        ),
+        ("session_chance", f64, True, "1 / number of sessions: session_acc of a classifier that guesses"),
         ("label_names", pa.list_(s), True, "names of the labels, in model order"),
         ("val_label_r2_per_label", pa.list_(f64), True, "validation R^2 of each label, in label_names order"),
         ("test_label_r2_per_label", pa.list_(f64), True, "test R^2 of each label, in label_names order"),

@@ -29,10 +29,14 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def load_fit_config(path: str | None, overrides: Sequence[str] = ()) -> Any:
+def load_fit_config(path: str | None, overrides: Sequence[str] = (), data: Sequence[str] = ()) -> Any:
+    """The fit config of ``path`` (our keys or the reference's ``ae_model.json`` keys, which may
+    need the ``data`` to count labels) with ``--set`` overrides."""
     from psvae.config import FitConfig
+    from psvae.data import label_count
 
-    base = FitConfig.from_yaml(path) if path else FitConfig()
+    count = (lambda: label_count(data[0])) if data else None
+    base = FitConfig.from_yaml(path, n_labels=count) if path else FitConfig()
     if not overrides:
         return base
     merged = base.flat()
@@ -57,10 +61,21 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     _refuse_existing(out, args.force)
     if args.trials < 1:
         raise UserError(f"--trials {args.trials}: must be at least 1")
+    if args.sessions < 1:
+        raise UserError(f"--sessions {args.sessions}: must be at least 1")
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: no such directory for --out")
     start = time.perf_counter()
     spec = synthetic.SyntheticSpec(n_trials=args.trials, seed=args.seed)
+    if args.sessions > 1:
+        paths = synthetic.write_sessions(out, args.sessions, spec)
+        print(
+            f"wrote {len(paths)} sessions into {out} ({', '.join(p.name for p in paths)}; "
+            f"{spec.n_trials} trials of {spec.n_frames} frames, {spec.size}x{spec.size} each), "
+            "each with its ground truth (factors and session) beside it, "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
+        return 0
     synthetic.write(out, spec)
     print(
         f"wrote {out} ({spec.n_trials} trials of {spec.n_frames} frames, {spec.size}x{spec.size}) "
@@ -72,7 +87,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from psvae.fit import run_fit
 
-    cfg = load_fit_config(args.config, args.set)
+    cfg = load_fit_config(args.config, args.set, args.data)
     summary = run_fit(args.data, cfg, args.out, progress=not args.quiet)
     m = summary.metrics
     if summary.status == "diverged":
@@ -93,7 +108,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from psvae.data import frame_shape_of, read_trials
+    from psvae.data import frame_shape_of, read_labels, read_trials
     from psvae.export import load_model
     from results_schema import latents_schema
 
@@ -107,15 +122,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
     names = list(model.label_stats.names)
     schema = latents_schema(names, model.network.n_background, model.network.n_unsupervised)
     columns: dict[str, list[np.ndarray]] = {f.name: [] for f in schema}
+    conditional = model.network.model_class == "cond-ae"  # encodes frames with their labels
     for path in args.data:
+        labels = read_labels(path) if conditional else {}
         for trial, frames in read_trials(path):
-            enc = model.encode(frames)
+            enc = model.encode(frames, labels=labels.get(trial))
             t = len(frames)
             columns["session_file"].append(np.full(t, str(path), dtype=object))
             columns["trial"].append(np.full(t, trial, dtype=object))
             columns["frame"].append(np.arange(t, dtype=np.int32))
             for k, name in enumerate(names):
-                columns[f"z_s_{name}"].append(enc.supervised[:, k])
+                # classes without supervised latents (vae, beta-tcvae) write NaN
+                z_s = enc.supervised[:, k] if enc.supervised.shape[1] else np.full(t, np.nan, np.float32)
+                columns[f"z_s_{name}"].append(z_s)
                 columns[f"label_{name}"].append(enc.labels[:, k].astype(np.float32))
                 columns[f"label_z_{name}"].append(enc.labels_z[:, k])
             for i in range(enc.background.shape[1]):
@@ -204,7 +223,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from search import demo
 
-    return demo.run(out=args.out, quick=args.quick)
+    return demo.run(out=args.out, quick=args.quick, model=args.model)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -277,7 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("synthetic", cmd_synthetic, "Write the built-in synthetic dataset (HDF5) and its ground truth.")
     p.add_argument("--out", required=True, help="the HDF5 file to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--trials", type=int, default=40, help="trials per session")
+    p.add_argument(
+        "--sessions",
+        type=int,
+        default=1,
+        help="several sessions that differ in their static background: --out is then a directory "
+        "that gets one HDF5 file per session",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     p = add("fit", cmd_fit, "Fit one model without Ray; rerun the same command to resume.")
@@ -337,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "Generate the built-in data and run the whole staged search on a local Ray.")
     p.add_argument("--quick", action="store_true", help="a few tiny epochs, to check the installation")
+    p.add_argument(
+        "--model",
+        default="ps-vae",
+        choices=["ps-vae", "msps-vae"],
+        help="msps-vae: the multi-session model on built-in data of several sessions",
+    )
     p.add_argument("--out", help="the demo's directory (default: a new folder under ./runs)")
     return parser
 

@@ -25,10 +25,64 @@ QUICK: dict[str, Any] = {
     "fit": {"train": {"epochs": 2, "lr": 1e-3, "batch_size": 128}, "loss": {"anneal_epochs": 1}},
     "stages": DEMO["stages"],
 }
+# The multi-session model on built-in sessions that differ in their static background: alpha
+# (beta = 1, delta = 50), then beta x delta, then seeds. Shorter trials keep it CPU-sized.
+MSPS_FIT: dict[str, Any] = {
+    "model": {"model_class": "msps-vae", "n_background": 3},
+    "train": {"epochs": 8, "lr": 1e-3, "batch_size": 128, "n_sessions_per_batch": 2},
+    "loss": {"anneal_epochs": 2},
+}
+MSPS_STAGES: list[dict[str, Any]] = [
+    {"name": "alpha", "values": [50, 100, 500, 1000]},
+    {"name": "beta_delta", "values": [1, 5, 10, 20], "delta": [50, 100, 500, 1000]},
+    {"name": "seeds", "values": [0, 1, 2]},
+]
+DEMO_MSPS: dict[str, Any] = {
+    "sessions": 3,
+    "trials": 20,
+    "frames": 50,
+    "fit": MSPS_FIT,
+    "stages": MSPS_STAGES,
+}
+QUICK_MSPS: dict[str, Any] = {
+    "sessions": 3,
+    "trials": 10,
+    "frames": 20,
+    "fit": {**MSPS_FIT, "train": {**MSPS_FIT["train"], "epochs": 2}, "loss": {"anneal_epochs": 1}},
+    "stages": MSPS_STAGES,
+}
+PLANS = {
+    ("ps-vae", False): DEMO,
+    ("ps-vae", True): QUICK,
+    ("msps-vae", False): DEMO_MSPS,
+    ("msps-vae", True): QUICK_MSPS,
+}
 
 
-def run(out: str | None = None, quick: bool = False) -> int:
+def write_inputs(run_dir: Path, model: str = "ps-vae", quick: bool = False) -> Path:
+    """Write the demo's built-in data and search config into ``run_dir/inputs``; returns the config."""
     import yaml
+
+    if (model, quick) not in PLANS:
+        raise UserError(f"--model {model}: the demo runs ps-vae or msps-vae")
+    plan = PLANS[(model, quick)]
+    inputs = run_dir / "inputs"  # the demo's own data and config, inside its run directory
+    inputs.mkdir(parents=True, exist_ok=True)
+    if "sessions" in plan:
+        spec = synthetic.SyntheticSpec(n_trials=plan["trials"], n_frames=plan["frames"])
+        files = synthetic.write_sessions(inputs / "sessions", plan["sessions"], spec)
+        names = [str(p.relative_to(inputs)) for p in files]
+        shown = f"{len(files)} sessions in {inputs / 'sessions'}"
+    else:
+        data = synthetic.write(inputs / "synthetic.h5", synthetic.SyntheticSpec(n_trials=plan["trials"]))
+        names, shown = [data.name], str(data)
+    config = inputs / "search.yaml"
+    config.write_text(yaml.safe_dump({"data": names, "fit": plan["fit"], "stages": plan["stages"]}))
+    print(f"built-in data: {shown}\nsearch config: {config}")
+    return config
+
+
+def run(out: str | None = None, quick: bool = False, model: str = "ps-vae") -> int:
 
     from search.cli import search_command
     from search.export import export_run
@@ -37,13 +91,7 @@ def run(out: str | None = None, quick: bool = False) -> int:
     run_dir = Path(out).resolve() if out else (Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir}: already exists and is not empty; choose another --out")
-    plan = QUICK if quick else DEMO
-    inputs = run_dir / "inputs"  # the demo's own data and config, inside its run directory
-    inputs.mkdir(parents=True, exist_ok=True)
-    data = synthetic.write(inputs / "synthetic.h5", synthetic.SyntheticSpec(n_trials=plan["trials"]))
-    config = inputs / "search.yaml"
-    config.write_text(yaml.safe_dump({"data": [data.name], "fit": plan["fit"], "stages": plan["stages"]}))
-    print(f"built-in data: {data}\nsearch config: {config}")
+    config = write_inputs(run_dir, model, quick)
     code = search_command(load_spec(config), run_dir.name, str(run_dir.parent), None, announce=False)
     if code != 0:
         return code

@@ -150,7 +150,13 @@ def _trial_row(
         "error": error,
         "alpha": float(config["loss.alpha"]),
         "beta": float(config["loss.beta"]),
+        "model_class": str(config.get("model.model_class", "ps-vae")),
+        "delta": float(config.get("loss.delta", float("nan"))),
+        "msp_alpha": float(config.get("loss.msp_alpha", float("nan"))),
         "n_unsupervised": int(config["model.n_unsupervised"]),
+        "n_background": int(config.get("model.n_background", 0))
+        if config.get("model.model_class") == "msps-vae"
+        else 0,
         "seed_model": int(config["train.seed_model"]),
         "epochs_run": metrics.get("epochs_run", len(history)),
         "best_epoch": metrics.get("best_epoch"),
@@ -165,7 +171,7 @@ def _trial_row(
     for key in (
         "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",
         "test_loss", "test_pixel_mse", "test_label_mse", "test_label_r2",
-        "train_mean_abs_corr_u", "test_abs_corr_u01",
+        "train_mean_abs_corr_u", "test_abs_corr_u01", "val_session_acc", "session_chance",
     ):  # fmt: skip
         row[key] = metric(key)
     epochs = [
@@ -183,7 +189,10 @@ def _trial_row(
 OPTUNA_JOURNAL = "optuna.journal"
 # what an optuna stage optimises: the alpha stage the pixel/label trade-off (multi-objective),
 # other stages the beta selection statistic
-OPTUNA_OBJECTIVES = {"alpha": ["val_pixel_mse", "val_label_mse"]}
+OPTUNA_OBJECTIVES = {
+    "alpha": ["val_pixel_mse", "val_label_mse"],
+    "msp_alpha": ["val_pixel_mse", "val_label_mse"],
+}
 DEFAULT_OBJECTIVE = ["train_mean_abs_corr_u"]
 
 
@@ -322,7 +331,12 @@ def run_search(
     _protect_token()
     check_shared_storage(storage.root, sum(1 for node in ray.nodes() if node["Alive"]))
     base_cfg = spec.base_config()
-    data = load_data(list(spec.data), base_cfg.data.split, base_cfg.data.split_seed)
+    data = load_data(
+        list(spec.data),
+        base_cfg.data.split,
+        base_cfg.data.split_seed,
+        per_session=base_cfg.model.model_class == "msps-vae",
+    )
     arrays = data.to_arrays()
     for name, value in (("alpha", spec.alpha), ("beta", spec.beta)):
         if value is not None and name not in manifest["stages"]:
@@ -336,7 +350,8 @@ def run_search(
             continue
         fixed = chosen_overrides(manifest, spec)
         n_trials = stage.n_trials if stage.algorithm == "optuna" else len(stage.trial_overrides())
-        log(f"stage {stage.name}: {n_trials} {stage.algorithm} trials varying {stage.key}, fixed {fixed}")
+        varied = " x ".join(stage.varied_keys())
+        log(f"stage {stage.name}: {n_trials} {stage.algorithm} trials varying {varied}, fixed {fixed}")
         start = time.perf_counter()
         manifest["stages"][stage.name] = {"status": "running", "started": now()}
         save_manifest()

@@ -444,10 +444,112 @@ def lowest_correlation(table: pd.DataFrame) -> Decision:
     )
 
 
+SESSION_ACC = "val_session_acc"
+"""Column: accuracy on validation frames of a classifier telling the session from the unsupervised latents."""
+
+SESSION_CHANCE = "session_chance"
+"""Column: 1 / number of sessions, the accuracy of guessing."""
+
+
+def session_correlation(table: pd.DataFrame, tolerance: float = 0.1) -> Decision:
+    """The msps-vae's beta x delta and seeds rule: no session information, then least correlation.
+
+    The excess of a trial is |val_session_acc - session_chance|: how far a classifier reading the
+    unsupervised latents is from guessing the session. The candidates are the usable trials whose
+    excess is at most ``tolerance``; if there is none, the trials whose excess is within
+    ``tolerance`` of the smallest. Among the candidates the chosen one has the lowest
+    train_mean_abs_corr_u, then the lower val_pixel_mse, then the smaller trial_id.
+
+    Rationale: the background subspace exists so that session differences stay out of the
+    unsupervised latents; a trial whose latents still tell sessions apart is not what the search
+    is for, however well decorrelated. Among the trials that pass, beta's and delta's usual goal
+    decides.
+    """
+    tolerance = _check_tolerance(tolerance)
+    metrics = (SESSION_ACC, SESSION_CHANCE, CORRELATION, PIXEL, "delta")
+    screened = _screen(table, metrics)
+    usable = screened.usable
+    for record in usable:
+        record["excess"] = abs(record[SESSION_ACC] - record[SESSION_CHANCE])
+    excess = _column(usable, "excess")
+    within = (excess <= tolerance) | _close(excess, tolerance)
+    fallback = not within.any()
+    if fallback:
+        bound = float(excess.min()) + tolerance
+        within = (excess <= bound) | _close(excess, bound)
+    candidates = [record for record, keep in zip(usable, within, strict=True) if keep]
+    chosen = _best(candidates, ((CORRELATION, False), (PIXEL, False)))
+
+    names = _label_names(usable, ("beta", "seed_model"))
+    label = _label(chosen, names)
+    if len({record["delta"] for record in usable}) > 1:
+        label += f", delta={chosen['delta']:g}"
+    chance = chosen[SESSION_CHANCE]
+    how = (
+        f"none is within {tolerance:g} of chance, so the {len(candidates)} within {tolerance:g} of the "
+        f"closest ({float(excess.min()):.3g}) are candidates"
+        if fallback
+        else f"{len(candidates)} of {len(usable)} usable trials have a session accuracy within "
+        f"{tolerance:g} of chance"
+    )
+    n_tied = len(_tied_best(candidates, CORRELATION, larger_is_better=False))
+    tie = _tie_note(n_tied, "|r|", f"the lower val pixel MSE {chosen[PIXEL]:.3g}")
+    explanation = (
+        f"chance session accuracy is {chance:.3g}; {how}; of those {label} has the lowest mean |r| "
+        f"between unsupervised latents, {chosen[CORRELATION]:.3g}, with session accuracy "
+        f"{chosen[SESSION_ACC]:.3g}{tie}.{_excluded_note(screened)}"
+    )
+    return Decision(
+        rule="session_correlation",
+        params={"tolerance": tolerance},
+        trial_id=chosen["trial_id"],
+        chosen={**_chosen(chosen), "delta": chosen["delta"]},
+        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        explanation=explanation,
+    )
+
+
+def msp_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
+    """The cond-ae-msp's msp_alpha rule: the alpha_tolerance trade-off, over msp_alpha.
+
+    With p* the lowest val_pixel_mse of the usable trials, the candidates have val_pixel_mse <=
+    (1 + tolerance) * p*; the chosen one has the lowest val_label_mse among them, ties to the
+    larger msp_alpha, then the smaller trial_id. msp_alpha weighs the label term against the
+    pixel error just as alpha does in the PS-VAE.
+    """
+    tolerance = _check_tolerance(tolerance)
+    metrics = (PIXEL, LABEL, "msp_alpha")
+    screened = _screen(table, metrics)
+    usable = screened.usable
+    pixel = _column(usable, PIXEL)
+    best_pixel = float(pixel.min())
+    bound = (1 + tolerance) * best_pixel
+    in_band = (pixel <= bound) | _close(pixel, bound)
+    candidates = [record for record, inside in zip(usable, in_band, strict=True) if inside]
+    chosen = _best(candidates, ((LABEL, False), ("msp_alpha", True)))
+    n_tied = len(_tied_best(candidates, LABEL, larger_is_better=False))
+    explanation = (
+        f"lowest val pixel MSE {best_pixel:.3g}; {len(candidates)} of {len(usable)} usable trials within "
+        f"{tolerance * 100:g}% of it; of those msp_alpha={chosen['msp_alpha']:g} has the lowest val "
+        f"label MSE {chosen[LABEL]:.3g}{_tie_note(n_tied, 'val label MSE', 'the larger msp_alpha')}."
+        f"{_excluded_note(screened)}"
+    )
+    return Decision(
+        rule="msp_tolerance",
+        params={"tolerance": tolerance},
+        trial_id=chosen["trial_id"],
+        chosen={**_chosen(chosen), "msp_alpha": chosen["msp_alpha"]},
+        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        explanation=explanation,
+    )
+
+
 RULES: dict[str, Callable[..., Decision]] = {
     "alpha_tolerance": alpha_tolerance,
     "alpha_utopia": alpha_utopia,
     "lowest_correlation": lowest_correlation,
+    "session_correlation": session_correlation,
+    "msp_tolerance": msp_tolerance,
 }
 """The selection rules by name, as a stage configuration names them."""
 

@@ -35,7 +35,34 @@ from psvae.errors import ConfigError
 STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
     "alpha": ("loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_tolerance"),
     "beta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
+    # msps-vae: beta crossed with delta, the weight of the background triplet loss
+    "beta_delta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "session_correlation"),
+    "msp_alpha": ("loss.msp_alpha", (0.1, 1.0, 10.0, 100.0), "msp_tolerance"),
     "seeds": ("train.seed_model", (0, 1, 2), "lowest_correlation"),
+}
+# a stage kind that crosses its values with a second key: name -> (key, default values, YAML name)
+CROSSED: dict[str, tuple[str, tuple[float, ...], str]] = {
+    "beta_delta": ("loss.delta", (50.0, 100.0, 500.0, 1000.0), "delta"),
+}
+# the default plan of each model class (model.md section 7)
+DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
+    "ps-vae": ("alpha", "beta", "seeds"),
+    "msps-vae": ("alpha", "beta_delta", "seeds"),
+    "cond-ae": ("seeds",),
+    "cond-ae-msp": ("msp_alpha", "seeds"),
+    "vae": ("beta", "seeds"),
+    "beta-tcvae": ("beta", "seeds"),
+}
+# rules that differ by class: the msps-vae also wants near-chance session accuracy
+CLASS_RULES: dict[tuple[str, str], str] = {("msps-vae", "seeds"): "session_correlation"}
+# the loss keys only some classes read: a stage varying one for another class would compare nothing
+KEY_CLASSES: dict[str, tuple[str, ...]] = {
+    "loss.alpha": ("ps-vae", "msps-vae"),
+    "loss.beta": ("ps-vae", "msps-vae", "vae", "beta-tcvae"),
+    "loss.delta": ("msps-vae",),
+    "loss.msp_alpha": ("cond-ae-msp",),
+    "model.n_background": ("msps-vae",),
+    "train.n_sessions_per_batch": ("msps-vae",),
 }
 ALGORITHMS = ("grid", "optuna")
 TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "checkpoint_every_s", "stages"}
@@ -49,6 +76,7 @@ STAGE_KEYS = {
     "n_unsupervised",
     "rule",
     "rule_params",
+    "delta",
 }
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
 
@@ -64,20 +92,26 @@ class StageSpec:
     n_unsupervised: tuple[int, ...] = ()  # alpha stage only: also sweep U
     range: tuple[float, float] | None = None  # optuna only
     n_trials: int = 0  # optuna only
+    # a second key crossed with ``values`` (the beta_delta stage: ("loss.delta", (50.0, ...)))
+    cross: tuple[str, tuple[Any, ...]] | None = None
 
     def varied_keys(self) -> tuple[str, ...]:
         """The keys this stage's decision fixes for the stages after it."""
-        return (self.key, "model.n_unsupervised") if self.n_unsupervised else (self.key,)
+        keys = (self.key, "model.n_unsupervised") if self.n_unsupervised else (self.key,)
+        return (*keys, self.cross[0]) if self.cross else keys
 
     def trial_overrides(self) -> list[dict[str, Any]]:
         """One dict of dotted fit-config keys per trial of this stage."""
         out = []
         for value in self.values:
             for u in self.n_unsupervised or (None,):
-                trial: dict[str, Any] = {self.key: value}
-                if u is not None:
-                    trial["model.n_unsupervised"] = int(u)
-                out.append(trial)
+                for crossed in self.cross[1] if self.cross else (None,):
+                    trial: dict[str, Any] = {self.key: value}
+                    if u is not None:
+                        trial["model.n_unsupervised"] = int(u)
+                    if self.cross is not None:
+                        trial[self.cross[0]] = crossed
+                    out.append(trial)
         return out
 
 
@@ -107,6 +141,9 @@ class SearchSpec:
         d = self.to_dict()
         for key in ("resources", "max_failures", "checkpoint_every_s"):
             d.pop(key)
+        for stage in d["stages"]:  # a stage without a crossed key hashes as before it existed
+            if stage.get("cross") is None:
+                stage.pop("cross", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -122,6 +159,7 @@ class SearchSpec:
                 n_unsupervised=tuple(s.get("n_unsupervised", ())),
                 range=None if s.get("range") is None else (float(s["range"][0]), float(s["range"][1])),
                 n_trials=int(s.get("n_trials", 0)),
+                cross=None if s.get("cross") is None else (s["cross"][0], tuple(s["cross"][1])),
             )
             for s in d["stages"]
         )
@@ -140,8 +178,9 @@ class SearchSpec:
         return FitConfig.from_mapping(self.fit, source="fit")
 
 
-def default_stages() -> list[dict[str, Any]]:
-    return [{"name": name} for name in STAGE_KINDS]
+def default_stages(model_class: str = "ps-vae") -> list[dict[str, Any]]:
+    """The default plan of ``model_class``: its stages with their default values and rules."""
+    return [{"name": name} for name in DEFAULT_PLANS[model_class]]
 
 
 def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
@@ -152,7 +191,9 @@ def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
     return float(value)
 
 
-def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) -> StageSpec | None:
+def _parse_stage(
+    source: str, i: int, raw: Any, fixed: dict[str, float | None], model_class: str = "ps-vae"
+) -> StageSpec | None:
     where = f"stages[{i}]"
     if isinstance(raw, str):
         raw = {"name": raw}
@@ -179,10 +220,20 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
     if fixed.get(name) is not None:
         return None  # fixed by hand: the stage is skipped
     key, default_values, default_rule = STAGE_KINDS.get(name, (raw.get("key"), (), "lowest_correlation"))
+    default_rule = CLASS_RULES.get((model_class, name), default_rule)
     if "key" in raw and name in STAGE_KINDS and raw["key"] != key:
         raise ConfigError(f"{source}: {where}.key = {raw['key']!r}: the {name} stage always varies {key}")
     if key not in FitConfig.keys():  # noqa: SIM118 - a list of dotted keys, not a dict
         raise ConfigError(f"{source}: {where}.key = {key!r}: not a fit-config key")
+    cross_kind = CROSSED.get(name)
+    for varied in (key, cross_kind[0] if cross_kind else None):
+        if varied in KEY_CLASSES and model_class not in KEY_CLASSES[varied]:
+            raise ConfigError(
+                f"{source}: {where}: stage {name} varies {varied}, which model.model_class = "
+                f"{model_class!r} does not use (it is for {', '.join(KEY_CLASSES[varied])})"
+            )
+    if "delta" in raw and cross_kind is None:
+        raise ConfigError(f"{source}: {where}.delta: only the beta_delta stage crosses delta values")
     algorithm = raw.get("algorithm", "grid")
     if algorithm not in ALGORITHMS:
         raise ConfigError(
@@ -191,10 +242,10 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
     search_range: tuple[float, float] | None = None
     n_trials = 0
     if algorithm == "optuna":
-        if name == "seeds" or "values" in raw:
+        if name == "seeds" or "values" in raw or cross_kind is not None:
             raise ConfigError(
                 f"{source}: {where}: an optuna stage samples a range (range: [low, high], n_trials: N); "
-                "it takes no values and cannot vary seeds"
+                "it takes no values and cannot vary seeds or cross two keys"
             )
         bounds = raw.get("range")
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:
@@ -221,7 +272,9 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
                 raise ConfigError(f"{source}: {where}.values[{j}] = {v!r}: seeds are integers >= 0")
         elif name in STAGE_KINDS:
             _number(source, f"{where}.values[{j}] ({key})", v)
-    values = [float(v) for v in values] if name in ("alpha", "beta") else list(values)
+    values = (
+        [float(v) for v in values] if name in ("alpha", "beta", "beta_delta", "msp_alpha") else list(values)
+    )
     if len(set(values)) != len(values):
         raise ConfigError(f"{source}: {where}.values = {list(values)}: values repeat")
     n_u = raw.get("n_unsupervised", ())
@@ -241,15 +294,73 @@ def _parse_stage(source: str, i: int, raw: Any, fixed: dict[str, float | None]) 
     params = raw.get("rule_params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
+    cross: tuple[str, tuple[Any, ...]] | None = None
+    if cross_kind is not None:
+        cross_key, cross_default, cross_name = cross_kind
+        crossed = raw.get(cross_name, list(cross_default))
+        if not isinstance(crossed, list | tuple) or not crossed:
+            raise ConfigError(
+                f"{source}: {where}.{cross_name} = {crossed!r}: expected a non-empty list of numbers"
+            )
+        for j, v in enumerate(crossed):
+            _number(source, f"{where}.{cross_name}[{j}] ({cross_key})", v)
+        if len(set(crossed)) != len(crossed):
+            raise ConfigError(f"{source}: {where}.{cross_name} = {list(crossed)}: values repeat")
+        cross = (cross_key, tuple(float(v) for v in crossed))
     if algorithm == "optuna":
         values = []
     return StageSpec(
-        name, key, tuple(values), rule, dict(params), algorithm, tuple(n_u), search_range, n_trials
+        name, key, tuple(values), rule, dict(params), algorithm, tuple(n_u), search_range, n_trials, cross
     )
 
 
+def _stage_keys(name: str) -> set[str]:
+    """The keys a stage kind varies."""
+    crossed = CROSSED.get(name)
+    return {STAGE_KINDS[name][0], *((crossed[0],) if crossed else ())}
+
+
+def stages_from_sweeps(sweeps: dict[str, list[Any]], base: FitConfig) -> list[dict[str, Any]]:
+    """The stages of a reference config's list values, in the guide's order: alpha (with
+    n_unsupervised), beta (beta x delta for msps-vae), msp_alpha, any other key, seeds."""
+    sweeps = dict(sweeps)
+    stages: list[dict[str, Any]] = []
+    if "loss.alpha" in sweeps:
+        stage: dict[str, Any] = {"name": "alpha", "values": sweeps.pop("loss.alpha")}
+        if "model.n_unsupervised" in sweeps:
+            stage["n_unsupervised"] = sweeps.pop("model.n_unsupervised")
+        stages.append(stage)
+    if base.model.model_class == "msps-vae" and ("loss.beta" in sweeps or "loss.delta" in sweeps):
+        stages.append(
+            {
+                "name": "beta_delta",
+                "values": sweeps.pop("loss.beta", [base.loss.beta]),
+                "delta": sweeps.pop("loss.delta", [base.loss.delta]),
+            }
+        )
+    for key, name in (("loss.beta", "beta"), ("loss.msp_alpha", "msp_alpha")):
+        if key in sweeps:
+            stages.append({"name": name, "values": sweeps.pop(key)})
+    seeds = sweeps.pop("train.seed_model", None)
+    for key, values in sweeps.items():
+        stages.append({"name": key.partition(".")[2], "key": key, "values": values})
+    if seeds is not None:
+        stages.append({"name": "seeds", "values": seeds})
+    return stages
+
+
 def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpec:
-    """Check a search config (already loaded from YAML) and resolve its paths."""
+    """Check a search config (already loaded from YAML) and resolve its paths.
+
+    The fit config (``fit``, or keys at the top level) may use the reference's ``ae_model.json``
+    keys (see :mod:`psvae.reference`); their list values become the stages.
+    """
+    from psvae import reference
+
+    raw = dict(raw)
+    ref_top = {k: raw.pop(k) for k in list(raw) if k in reference.KEYS or k in reference.INERT}
+    if ref_top:  # a reference-style file: its other unknown keys are reported as reference keys
+        ref_top.update({k: raw.pop(k) for k in list(raw) if k not in TOP_KEYS})
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
@@ -267,6 +378,15 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     fit_raw = raw.get("fit") or {}
     if not isinstance(fit_raw, Mapping):
         raise ConfigError(f"{source}: fit = {fit_raw!r}: expected a mapping of fit-config keys")
+    sweeps: dict[str, list[Any]] = {}
+    ref_fixed: set[str] = set()  # keys a reference config gives one value: no stage varies them
+    if ref_top or reference.is_reference(fit_raw):
+        from psvae.data import label_count
+
+        merged = {**fit_raw, **ref_top}
+        n_labels = label_count(paths[0]) if "n_ae_latents" in merged else None
+        fit_raw, sweeps = reference.from_reference(merged, source, n_labels)
+        ref_fixed = {reference.KEYS[k] for k in merged if k in reference.KEYS} - set(sweeps)
     base = FitConfig.from_mapping(fit_raw, source=f"{source}: fit")
 
     fixed: dict[str, float | None] = {}
@@ -274,10 +394,27 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         value = raw.get(name)
         fixed[name] = None if value is None else _number(source, name, value)
 
-    stages_raw = raw.get("stages", default_stages())
+    model_class = base.model.model_class
+    if sweeps and "stages" in raw:
+        raise ConfigError(
+            f"{source}: stages: give the sweeps either as lists of ae_model.json keys or as stages, not both"
+        )
+    if sweeps:
+        stages_raw: Any = stages_from_sweeps(sweeps, base)
+    elif "stages" in raw:
+        stages_raw = raw["stages"]
+    else:
+        stages_raw = [s for s in default_stages(model_class) if not _stage_keys(s["name"]) <= ref_fixed]
+        if not stages_raw:
+            raise ConfigError(
+                f"{source}: every key of the reference config has one value: nothing to search "
+                "(give a list of values to sweep a key)"
+            )
     if not isinstance(stages_raw, list) or not stages_raw:
         raise ConfigError(f"{source}: stages = {stages_raw!r}: expected a non-empty list of stages")
-    parsed = [_parse_stage(source, i, raw_stage, fixed) for i, raw_stage in enumerate(stages_raw)]
+    parsed = [
+        _parse_stage(source, i, raw_stage, fixed, model_class) for i, raw_stage in enumerate(stages_raw)
+    ]
     stages = [s for s in parsed if s is not None]
     if not stages:
         raise ConfigError(f"{source}: every stage is fixed by hand (alpha, beta): nothing to search")

@@ -95,7 +95,7 @@ def stage_keys(df: pd.DataFrame) -> list[tuple[str, str]]:
 def test_schema_metadata_and_descriptions(name: str, version: int) -> None:
     schema = SCHEMAS[name]()
     assert schema.metadata == {b"table": name.encode(), b"version": str(version).encode()}
-    assert version == 1
+    assert version == 2
     assert len(set(schema.names)) == len(schema.names)
     for field in schema:
         assert field.metadata and field.metadata[b"description"].strip(), field.name
@@ -107,7 +107,7 @@ def test_schema_metadata_and_descriptions(name: str, version: int) -> None:
 
 def test_epochs_has_train_and_val_column_per_metric() -> None:
     schema = epochs_schema()
-    assert len(EPOCH_METRICS) == 10
+    assert len(EPOCH_METRICS) == 13
     for prefix in ("train", "val"):
         for metric in EPOCH_METRICS:
             assert str(schema.field(f"{prefix}_{metric}").type) == "double"
@@ -155,7 +155,7 @@ def test_trials_round_trip(tmp_path: Path) -> None:
     for path in (path_a, path_b):
         file_schema = pq.read_schema(path)
         assert file_schema.equals(trials_schema(), check_metadata=False)
-        assert file_schema.metadata[b"version"] == b"1"
+        assert file_schema.metadata[b"version"] == b"2"
         assert file_schema.metadata[b"table"] == b"trials"
         assert file_schema.field("val_loss").metadata[b"description"]
 
@@ -186,7 +186,7 @@ def test_epochs_round_trip_sorted_by_stage_trial_epoch(tmp_path: Path) -> None:
     write_stage(tmp_path, "epochs", "seeds", [epoch_row("seeds", "a", 0)])
 
     assert pq.read_schema(path).equals(epochs_schema(), check_metadata=False)
-    assert pq.read_schema(path).metadata[b"version"] == b"1"
+    assert pq.read_schema(path).metadata[b"version"] == b"2"
     df = read_table(tmp_path, "epochs")
     assert list(df.columns) == epochs_schema().names
     assert list(zip(df["stage"], df["trial_id"], df["epoch"], strict=True)) == [

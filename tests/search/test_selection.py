@@ -18,7 +18,9 @@ from search.selection import (
     alpha_tolerance,
     alpha_utopia,
     lowest_correlation,
+    msp_tolerance,
     select,
+    session_correlation,
 )
 
 NAN = float("nan")
@@ -37,6 +39,10 @@ def trial(trial_id: str, **values: Any) -> dict[str, Any]:
         "val_pixel_mse": 0.01,
         "val_label_mse": 0.01,
         "train_mean_abs_corr_u": 0.1,
+        "delta": 50.0,
+        "msp_alpha": 1.0,
+        "val_session_acc": 0.5,
+        "session_chance": 0.5,
         # Carried along by the results table; no rule reads it.
         "val_label_r2": 0.9,
     }
@@ -467,6 +473,8 @@ def test_registry_names() -> None:
         ("alpha_tolerance", alpha_tolerance),
         ("alpha_utopia", alpha_utopia),
         ("lowest_correlation", lowest_correlation),
+        ("session_correlation", session_correlation),
+        ("msp_tolerance", msp_tolerance),
     ]
 
 
@@ -481,7 +489,8 @@ def test_select_passes_params() -> None:
         pytest.param(
             "best",
             {},
-            r"^rule = 'best': unknown; known rules: alpha_tolerance, alpha_utopia, lowest_correlation$",
+            r"^rule = 'best': unknown; known rules: alpha_tolerance, alpha_utopia, lowest_correlation, "
+            r"session_correlation, msp_tolerance$",
             id="unknown-rule",
         ),
         pytest.param(
@@ -614,3 +623,104 @@ def test_decision_is_frozen() -> None:
     decision = alpha_tolerance(frame(*BAND))
     with pytest.raises(dataclasses.FrozenInstanceError):
         decision.trial_id = "t3"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# session_correlation (msps-vae: beta x delta, seeds)
+
+
+def msps(
+    trial_id: str, beta: float, delta: float, acc: float, r: float, pixel: float = 0.01
+) -> dict[str, Any]:
+    return trial(
+        trial_id,
+        beta=beta,
+        delta=delta,
+        val_session_acc=acc,
+        session_chance=1 / 3,
+        train_mean_abs_corr_u=r,
+        val_pixel_mse=pixel,
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "tolerance", "expected", "fallback"),
+    [
+        pytest.param(
+            (msps("t1", 1, 50, 0.90, 0.01), msps("t2", 5, 100, 0.40, 0.20), msps("t3", 10, 500, 0.35, 0.30)),
+            0.1,
+            "t2",
+            False,
+            id="least-correlated-among-near-chance-not-overall",
+        ),
+        pytest.param(
+            (msps("t1", 1, 50, 0.30, 0.20), msps("t2", 5, 100, 0.36, 0.10)),
+            0.1,
+            "t2",
+            False,
+            id="below-chance-counts-as-near",
+        ),
+        pytest.param(
+            (msps("t1", 1, 50, 0.90, 0.01), msps("t2", 5, 100, 0.60, 0.30), msps("t3", 1, 500, 0.62, 0.20)),
+            0.1,
+            "t3",
+            True,
+            id="none-near-chance-takes-the-closest-band",
+        ),
+        pytest.param(
+            (msps("t1", 1, 50, 0.40, 0.1, pixel=0.02), msps("t2", 5, 50, 0.40, 0.1, pixel=0.01)),
+            0.1,
+            "t2",
+            False,
+            id="tie-on-r-goes-to-lower-pixel",
+        ),
+        pytest.param(
+            (msps("t1", 1, 50, 0.90, 0.01), msps("t2", 5, 100, 0.40, 0.20)),
+            1.0,
+            "t1",
+            False,
+            id="wide-tolerance-is-lowest-correlation",
+        ),
+    ],
+)
+def test_session_correlation(rows, tolerance, expected, fallback) -> None:
+    decision = session_correlation(frame(*rows), tolerance=tolerance)
+    assert decision.trial_id == expected
+    assert decision.params == {"tolerance": tolerance}
+    assert ("none is within" in decision.explanation) == fallback
+    chosen = entry(decision, expected)
+    assert chosen["candidate"] is True and chosen["val_session_acc"] == pytest.approx(
+        next(r["val_session_acc"] for r in rows if r["trial_id"] == expected)
+    )
+    assert decision.chosen["delta"] == next(r["delta"] for r in rows if r["trial_id"] == expected)
+
+
+def test_session_correlation_explains_with_numbers() -> None:
+    rows = (msps("t1", 1, 50, 0.90, 0.01), msps("t2", 5, 100, 0.40, 0.20))
+    text = session_correlation(frame(*rows)).explanation
+    assert text.startswith("chance session accuracy is 0.333; 1 of 2 usable trials")
+    assert "beta=5, seed_model=0, delta=100 has the lowest mean |r| between unsupervised latents, 0.2" in text
+    assert "session accuracy 0.4." in text
+
+
+def test_session_correlation_excludes_a_trial_without_session_accuracy() -> None:
+    rows = (msps("t1", 1, 50, NAN, 0.01), msps("t2", 5, 100, 0.40, 0.20))
+    decision = session_correlation(frame(*rows))
+    assert decision.trial_id == "t2"
+    assert entry(decision, "t1")["excluded"] == "missing metric val_session_acc"
+
+
+# ---------------------------------------------------------------------------------------------
+# msp_tolerance
+
+
+def test_msp_tolerance_trades_pixel_for_label_error_over_msp_alpha() -> None:
+    rows = (
+        trial("t1", msp_alpha=0.1, val_pixel_mse=0.0100, val_label_mse=0.050),
+        trial("t2", msp_alpha=1.0, val_pixel_mse=0.0104, val_label_mse=0.020),
+        trial("t3", msp_alpha=10.0, val_pixel_mse=0.0150, val_label_mse=0.005),
+    )
+    decision = msp_tolerance(frame(*rows))
+    assert decision.trial_id == "t2" and decision.chosen["msp_alpha"] == 1.0
+    assert "msp_alpha=1 has the lowest val label MSE 0.02" in decision.explanation
+    assert msp_tolerance(frame(*rows), tolerance=1.0).trial_id == "t3"
