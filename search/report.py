@@ -52,6 +52,8 @@ KEY_COLUMNS = {
     "loss.beta": "beta",
     "train.seed_model": "seed_model",
     "model.n_unsupervised": "n_unsupervised",
+    "loss.delta": "delta",
+    "loss.msp_alpha": "msp_alpha",
 }
 STAGE_TITLES = {"alpha": "α stage", "beta": "β stage", "seeds": "Seeds"}
 
@@ -150,12 +152,13 @@ def local_checkpoint(path: str, run_dir: Path) -> Path:
     return run_dir.joinpath(*recorded.parts[-3:])
 
 
-def stage_values(stage: dict[str, Any], trials: pd.DataFrame) -> pd.Series:
-    """Each trial's value of the key its stage varies."""
-    column = KEY_COLUMNS.get(stage["key"])
+def stage_values(stage: dict[str, Any], trials: pd.DataFrame, key: str | None = None) -> pd.Series:
+    """Each trial's value of the key its stage varies (or of ``key``, e.g. its crossed key)."""
+    key = key or stage["key"]
+    column = KEY_COLUMNS.get(key)
     if column is not None:
         return trials[column].astype(float)
-    values = [json.loads(c).get(stage["key"]) if isinstance(c, str) else None for c in trials["config_json"]]
+    values = [json.loads(c).get(key) if isinstance(c, str) else None for c in trials["config_json"]]
     numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
     return pd.Series(numbers, index=trials.index)
 
@@ -312,9 +315,15 @@ def stage_section(run: Run, page: Page, stage: dict[str, Any]) -> Section:
         parts.append(page.figure(figures.seed_spread(trials, chosen)))
     else:
         short = KEY_COLUMNS.get(stage["key"], stage["key"])
-        parts.append(page.figure(figures.metric_sweep(trials, stage_values(stage, trials), short, chosen)))
+        group, group_title = None, ""
+        if stage.get("cross"):  # e.g. beta crossed with delta: one line per delta
+            group_title = KEY_COLUMNS.get(stage["cross"][0], stage["cross"][0])
+            group = stage_values(stage, trials, stage["cross"][0])
+        sweep = figures.metric_sweep(trials, stage_values(stage, trials), short, chosen, group, group_title)
+        parts.append(page.figure(sweep))
     state = DONE if record["status"] == "done" else FAILED
-    note = f"{len(trials)} trials varying {stage['key']} ({stage.get('algorithm', 'grid')})"
+    varied = " × ".join([stage["key"], *([stage["cross"][0]] if stage.get("cross") else [])])
+    note = f"{len(trials)} trials varying {varied} ({stage.get('algorithm', 'grid')})"
     return Section(f"stage-{name}", title, state, "".join(parts), note=note)
 
 

@@ -24,6 +24,9 @@ STAGE_METRICS: tuple[str, ...] = (
     "val_dwkl",
     "train_mean_abs_corr_u",
 )
+# Multi-session fits: how well a classifier reads the session from z_u, and its chance level.
+SESSION_ACCURACY = "val_session_acc"
+SESSION_CHANCE = "session_chance"
 # The reference's |r| variant, drawn beside the selection statistic.
 REFERENCE_CORRELATION = "test_abs_corr_u01"
 # Training curves: each appears as train_<name> and val_<name> in the epochs table.
@@ -176,24 +179,50 @@ def alpha_tradeoff(trials: pd.DataFrame, decision: dict[str, Any] | None) -> go.
     return _layout(fig, 420, title={"text": "pixel / label MSE trade-off", "x": 0.01})
 
 
-def metric_sweep(trials: pd.DataFrame, x: pd.Series, x_title: str, chosen_trial: str | None) -> go.Figure:
-    """The six stage metrics against the stage's varied value ``x`` (aligned with ``trials``)."""
+def stage_metrics(trials: pd.DataFrame) -> tuple[str, ...]:
+    """The metrics a stage section compares: the six of every class, and the session accuracy
+    where the trials were fit on several sessions (the multi-session plans select on it)."""
+    if SESSION_ACCURACY in trials and np.isfinite(trials[SESSION_ACCURACY].to_numpy(dtype=float)).any():
+        return (*STAGE_METRICS, SESSION_ACCURACY)
+    return STAGE_METRICS
+
+
+def metric_sweep(
+    trials: pd.DataFrame,
+    x: pd.Series,
+    x_title: str,
+    chosen_trial: str | None,
+    group: pd.Series | None = None,
+    group_title: str = "",
+) -> go.Figure:
+    """The stage metrics against the stage's varied value ``x`` (aligned with ``trials``); with
+    ``group`` (a second key crossed with ``x``, e.g. delta against beta) one line per its value."""
+    metrics = stage_metrics(trials)
+    n_cols = 4 if len(metrics) > 6 else 3
     table = trials.assign(_x=x.to_numpy(dtype=float)).sort_values("_x")
+    if group is not None:
+        table = table.assign(_g=group.reindex(table.index).to_numpy(dtype=float))
+    groups = sorted(table["_g"].dropna().unique()) if group is not None else [None]
     fig = make_subplots(
-        rows=2, cols=3, subplot_titles=STAGE_METRICS, horizontal_spacing=0.08, vertical_spacing=0.22
-    )
-    for i, metric in enumerate(STAGE_METRICS):
-        r, c = divmod(i, 3)
-        usable = _finite(table, ["_x", metric])
-        fig.add_trace(
-            go.Scatter(
-                x=usable["_x"], y=usable[metric], mode="lines+markers", name=metric, showlegend=False,
-                line={"color": COLOURS[0]}, marker={"size": 8}, text=_hover(usable),
-                hovertemplate=f"{x_title} %{{x:.4g}}<br>{metric} %{{y:.4g}}<br>%{{text}}<extra></extra>",
-            ),
-            row=r + 1, col=c + 1,
-        )  # fmt: skip
-        if metric == "train_mean_abs_corr_u":
+        rows=-(-len(metrics) // n_cols), cols=n_cols, subplot_titles=metrics,
+        horizontal_spacing=0.07, vertical_spacing=0.22,
+    )  # fmt: skip
+    for i, metric in enumerate(metrics):
+        r, c = divmod(i, n_cols)
+        for k, value in enumerate(groups):
+            part = table if value is None else table[table["_g"] == value]
+            usable = _finite(part, ["_x", metric])
+            name = metric if value is None else f"{group_title}={value:g}"
+            fig.add_trace(
+                go.Scatter(
+                    x=usable["_x"], y=usable[metric], mode="lines+markers", name=name,
+                    legendgroup=name, showlegend=value is not None and i == 0,
+                    line={"color": COLOURS[k % len(COLOURS)]}, marker={"size": 8}, text=_hover(usable),
+                    hovertemplate=f"{x_title} %{{x:.4g}}<br>{metric} %{{y:.4g}}<br>%{{text}}<extra></extra>",
+                ),
+                row=r + 1, col=c + 1,
+            )  # fmt: skip
+        if metric == "train_mean_abs_corr_u" and group is None:
             reference = _finite(table, ["_x", REFERENCE_CORRELATION])
             fig.add_trace(
                 go.Scatter(
@@ -204,17 +233,27 @@ def metric_sweep(trials: pd.DataFrame, x: pd.Series, x_title: str, chosen_trial:
                 ),
                 row=r + 1, col=c + 1,
             )  # fmt: skip
-    _mark_chosen(fig, _finite(table, ["_x"]), chosen_trial, "_x", STAGE_METRICS, n_cols=3)
+        if metric == SESSION_ACCURACY:
+            _chance_line(fig, table, r + 1, c + 1)
+    _mark_chosen(fig, _finite(table, ["_x"]), chosen_trial, "_x", metrics, n_cols=n_cols)
     _value_axis(fig, table["_x"], x_title)
-    return _layout(fig, 600)
+    return _layout(fig, 300 * -(-len(metrics) // n_cols))
+
+
+def _chance_line(fig: go.Figure, table: pd.DataFrame, row: int, col: int) -> None:
+    """Session accuracy by chance (1 / number of sessions), the level a model without session
+    information in its unsupervised latents sits at."""
+    chance = table[SESSION_CHANCE].dropna() if SESSION_CHANCE in table else pd.Series(dtype=float)
+    if not chance.empty:
+        fig.add_hline(y=float(chance.iloc[0]), line={"dash": "dash", "color": "#777"}, row=row, col=col,
+                      annotation_text="chance", annotation_position="bottom right")  # fmt: skip
 
 
 def seed_spread(trials: pd.DataFrame, chosen_trial: str | None) -> go.Figure:
-    """The spread of the six stage metrics across seeds: every seed a point, the chosen one a star."""
-    fig = make_subplots(
-        rows=1, cols=len(STAGE_METRICS), subplot_titles=STAGE_METRICS, horizontal_spacing=0.05
-    )
-    for i, metric in enumerate(STAGE_METRICS):
+    """The spread of the stage metrics across seeds: every seed a point, the chosen one a star."""
+    metrics = stage_metrics(trials)
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.05)
+    for i, metric in enumerate(metrics):
         usable = _finite(trials, [metric])
         seeds = [f"seed {s}" for s in usable["seed_model"]]
         fig.add_trace(
@@ -236,6 +275,8 @@ def seed_spread(trials: pd.DataFrame, chosen_trial: str | None) -> go.Figure:
                 ),
                 row=1, col=i + 1,
             )  # fmt: skip
+        if metric == SESSION_ACCURACY:
+            _chance_line(fig, trials, 1, i + 1)
     fig.update_xaxes(showticklabels=False)
     return _layout(fig, 400)
 

@@ -383,7 +383,7 @@ def run_search(
             "started": manifest["stages"][stage.name]["started"],
             "finished": now(),
             "seconds": round(time.perf_counter() - start, 1),
-            "varies": stage.key,
+            "varies": f"{stage.key} x {stage.cross[0]}" if stage.cross else stage.key,
             "fixed": fixed,
             "fixes": {key: chosen_config[key] for key in stage.varied_keys()},
             "decision": decision.to_dict() | {"checkpoint": checkpoint},
