@@ -70,7 +70,7 @@ def read_test_trials(paths: list[Path], model: FittedModel) -> list[TestTrial]:
                 labels = np.asarray(f["labels"][name][()], dtype=np.float64)
                 if "labels_masks" in f:
                     labels[f["labels_masks"][name][()] == 0] = np.nan
-                enc = model.encode(frames)
+                enc = model.encode(frames, labels=labels)  # a cond-ae encodes with its labels
                 out.append(TestTrial(str(path), name, frames, labels, enc.labels, enc.latents))
     return out
 
@@ -88,7 +88,7 @@ def latent_names(model: FittedModel) -> list[str]:
     """Column names of the latents in the model's order, as in ``latents.parquet``."""
     net = model.network
     return (
-        [f"z_s_{n}" for n in model.label_stats.names]
+        [f"z_s_{n}" for n in model.label_stats.names][: net.n_supervised]
         + [f"z_b_{i}" for i in range(net.n_background)]
         + [f"z_u_{i}" for i in range(net.n_unsupervised)]
     )
@@ -102,8 +102,11 @@ def _ranges(model: FittedModel, trials: list[TestTrial]) -> list[tuple[np.ndarra
     """For every latent: (the latent's values along its traversal, the values shown, a description)."""
     latents = np.concatenate([t.latents for t in trials])
     labels_z = model.label_stats.zscore(np.concatenate([t.labels for t in trials]))
-    n_labels = model.network.n_labels
+    n_labels = model.network.n_supervised  # 0 for the classes without supervised latents
     head = model.network.label_head
+    # ps-vae, msps-vae: a label is an affine function of its latent; the conditional classes
+    # hold the z-scored label itself in that place
+    through_head = model.network.model_class in ("ps-vae", "msps-vae")
     out = []
     steps = np.linspace(0.0, 1.0, N_MOVIE_POINTS * 4 + 1)  # fine grid; rows and movie subsample it
     for d in range(latents.shape[1]):
@@ -111,8 +114,10 @@ def _ranges(model: FittedModel, trials: list[TestTrial]) -> list[tuple[np.ndarra
             column = labels_z[:, d][np.isfinite(labels_z[:, d])]
             low, high = np.percentile(column, SUPERVISED_PERCENTILES)
             label_z = low + steps * (high - low)
-            weight, bias = float(head.weight[d].detach()), float(head.bias[d].detach())
-            along = (label_z - bias) / weight  # the supervised latent that predicts that label
+            along = label_z
+            if through_head:  # the supervised latent that predicts that label
+                weight, bias = float(head.weight[d].detach()), float(head.bias[d].detach())
+                along = (label_z - bias) / weight
             shown = label_z * model.label_stats.std[d] + model.label_stats.mean[d]
             label = model.label_stats.names[d]
             span = _percentiles(SUPERVISED_PERCENTILES)

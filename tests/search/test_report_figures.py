@@ -4,11 +4,19 @@ one line per delta, and multi-session fits add the session accuracy with its cha
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from psvae import synthetic
+from psvae.config import MODEL_CLASSES
+from psvae.export import load_model
+from psvae.fit import run_fit
 from search import report_figures as figures
+from search import report_model
+from tests.conftest import small_config
 
 
 def crossed_trials(sessions: bool) -> pd.DataFrame:
@@ -47,3 +55,26 @@ def test_a_single_session_stage_keeps_the_six_metrics_and_one_line() -> None:
     seeds = figures.seed_spread(trials.assign(seed_model=[0, 1, 2]), "t2")
     assert [a.text for a in seeds.layout.annotations] == list(figures.STAGE_METRICS)
     assert figures.seed_spread(crossed_trials(sessions=True), None).layout.shapes  # chance line
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES)
+def test_traversals_and_label_traces_work_for_every_model_class(model_class: str, tmp_path: Path) -> None:
+    """One traversal tool for the family: every latent of the layout gets a row, whatever the
+    class (cond-ae encodes with its labels; vae and beta-tcvae have no supervised block)."""
+    spec = synthetic.SyntheticSpec(n_trials=10, n_frames=20, size=32, seed=5)
+    if model_class == "msps-vae":
+        paths = synthetic.write_sessions(tmp_path / "sessions", 2, spec)
+    else:
+        paths = [synthetic.write(tmp_path / "d.h5", spec)]
+    cfg = small_config(**{"model.model_class": model_class, "train.epochs": 1, "loss.anneal_epochs": 0})
+    run_fit([str(p) for p in paths], cfg, tmp_path / "fit", progress=False)
+    model = load_model(tmp_path / "fit" / "model")
+    trials = report_model.read_test_trials(list(paths), model)
+    assert trials and all(t.predicted.shape == t.labels.shape for t in trials)
+    names = report_model.latent_names(model)
+    assert len(names) == model.network.n_latents
+    rows = report_model.traversals(model, trials, n_points=5)
+    assert [r.name for r in rows] == names
+    assert all(r.frames.shape == (5, 1, 32, 32) and np.isfinite(r.frames).all() for r in rows)
+    movie = report_model.movie_frames(model, trials, n_points=3)
+    assert movie.shape == (4, len(names), 1, 32, 32)
