@@ -321,6 +321,26 @@ def _check_tolerance(tolerance: object) -> float:
     return value
 
 
+def _pixel_band(
+    table: pd.DataFrame, tolerance: float, metrics: tuple[str, ...], weight: str
+) -> tuple[Any, float, list[dict[str, Any]], dict[str, Any], int]:
+    """The tolerance trade-off of a label weight (alpha, msp_alpha): the usable trials whose
+    val_pixel_mse is within ``tolerance`` of the lowest, and among them the lowest val_label_mse,
+    ties to the larger weight, then the smaller trial_id. Returns (screened table, lowest pixel
+    MSE, candidates, chosen, how many tie on label MSE)."""
+    tolerance = _check_tolerance(tolerance)
+    screened = _screen(table, metrics)
+    pixel = _column(screened.usable, PIXEL)
+    best_pixel = float(pixel.min())
+    bound = (1 + tolerance) * best_pixel
+    # A trial exactly on the bound is inside, also when rounding puts it a hair above.
+    in_band = (pixel <= bound) | _close(pixel, bound)
+    candidates = [record for record, inside in zip(screened.usable, in_band, strict=True) if inside]
+    chosen = _best(candidates, ((LABEL, False), (weight, True)))
+    n_tied = len(_tied_best(candidates, LABEL, larger_is_better=False))
+    return screened, best_pixel, candidates, chosen, n_tied
+
+
 def alpha_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     """The alpha (and n_unsupervised) rule: lowest label error among trials with near-best pixel error.
 
@@ -335,21 +355,10 @@ def alpha_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     """
     tolerance = _check_tolerance(tolerance)
     metrics = (PIXEL, LABEL)
-    screened = _screen(table, metrics)
+    screened, best_pixel, candidates, chosen, n_tied = _pixel_band(table, tolerance, metrics, "alpha")
     usable = screened.usable
-
-    pixel = _column(usable, PIXEL)
-    best_pixel = float(pixel.min())
-    bound = (1 + tolerance) * best_pixel
-    # A trial exactly on the bound is inside, also when rounding puts it a hair above.
-    in_band = (pixel <= bound) | _close(pixel, bound)
-    candidates = [record for record, inside in zip(usable, in_band, strict=True) if inside]
-    order: _ORDER = ((LABEL, False), ("alpha", True))
-    chosen = _best(candidates, order)
-
     names = _label_names(usable, ("alpha",))
     pixel_leader = _best(usable, ((PIXEL, False), ("alpha", True)))
-    n_tied = len(_tied_best(candidates, LABEL, larger_is_better=False))
     explanation = (
         f"lowest val pixel MSE {best_pixel:.3g} ({_label(pixel_leader, names)}); "
         f"{len(candidates)} of {len(usable)} usable trials within {tolerance * 100:g}% of it; "
@@ -519,15 +528,8 @@ def msp_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     """
     tolerance = _check_tolerance(tolerance)
     metrics = (PIXEL, LABEL, "msp_alpha")
-    screened = _screen(table, metrics)
+    screened, best_pixel, candidates, chosen, n_tied = _pixel_band(table, tolerance, metrics, "msp_alpha")
     usable = screened.usable
-    pixel = _column(usable, PIXEL)
-    best_pixel = float(pixel.min())
-    bound = (1 + tolerance) * best_pixel
-    in_band = (pixel <= bound) | _close(pixel, bound)
-    candidates = [record for record, inside in zip(usable, in_band, strict=True) if inside]
-    chosen = _best(candidates, ((LABEL, False), ("msp_alpha", True)))
-    n_tied = len(_tied_best(candidates, LABEL, larger_is_better=False))
     explanation = (
         f"lowest val pixel MSE {best_pixel:.3g}; {len(candidates)} of {len(usable)} usable trials within "
         f"{tolerance * 100:g}% of it; of those msp_alpha={chosen['msp_alpha']:g} has the lowest val "
