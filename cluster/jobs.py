@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -23,7 +25,7 @@ from typing import Any
 import yaml
 
 from psvae.errors import UserError
-from search.run import check_shared_storage
+from search.storage import check_shared_storage
 
 # `ray job stop` then interrupts Tune with SIGINT and waits for it to save the experiment state
 # before the SIGKILL; a resubmission of the same run id continues from there
@@ -128,9 +130,6 @@ def submit(
     beta: float | None = None,
 ) -> str:
     """Submit ``psvae search`` as a Ray Job; returns the job's submission id."""
-    import shlex
-    import shutil
-
     check_shared_storage(storage, cluster.alive_nodes())
     folder = stage_config(config, alpha, beta)
     try:

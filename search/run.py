@@ -26,7 +26,7 @@ from typing import Any
 from psvae.errors import UserError
 from psvae.files import write_json_atomic
 from search.spec import SearchSpec, StageSpec
-from search.storage import Storage, exists, is_uri, read_text
+from search.storage import Storage, check_shared_storage, exists, is_uri, read_text
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -50,20 +50,6 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     if not exists(location):
         raise UserError(f"{run_dir}: not a search run directory (no {MANIFEST})")
     return dict(json.loads(read_text(location)))
-
-
-def is_local_path(storage: str) -> bool:
-    return "://" not in storage or storage.startswith("file://")
-
-
-def check_shared_storage(storage: str, nodes: int) -> None:
-    """A local path is only seen by the machine it is on: trials on other nodes would write
-    their checkpoints where the driver never finds them."""
-    if nodes > 1 and is_local_path(storage):
-        raise UserError(
-            f"--storage {storage}: the cluster has {nodes} nodes and a local path is not shared "
-            "between them; use s3://..., gs://... or a path mounted on every node"
-        )
 
 
 def open_run(spec: SearchSpec, storage: Path, run_id: str) -> tuple[Path, dict[str, Any]]:
@@ -109,10 +95,6 @@ def chosen_overrides(manifest: dict[str, Any], spec: SearchSpec) -> dict[str, An
     return out
 
 
-def _location(fs_path: str, storage: Storage | None) -> str:
-    return fs_path if storage is None else storage.location(fs_path)
-
-
 def _trial_row(
     result: Any, run_id: str, stage: str, storage: Storage | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -137,6 +119,10 @@ def _trial_row(
         with result.checkpoint.as_directory() as d:
             if (Path(d) / HISTORY).is_file():
                 history = json.loads((Path(d) / HISTORY).read_text())
+
+    checkpoint = None if result.checkpoint is None else str(result.checkpoint.path)
+    if checkpoint is not None and storage is not None:
+        checkpoint = storage.location(checkpoint)
 
     def metric(key: str) -> float:
         value = metrics.get(key)
@@ -166,7 +152,7 @@ def _trial_row(
         "val_label_r2_per_label": [metric(f"val_label_r2_{n}") for n in names],
         "test_label_r2_per_label": [metric(f"test_label_r2_{n}") for n in names],
         "config_json": json.dumps(config, sort_keys=True),
-        "checkpoint": None if result.checkpoint is None else _location(result.checkpoint.path, storage),
+        "checkpoint": checkpoint,
     }
     for key in (
         "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",
@@ -319,7 +305,6 @@ def run_search(
     def report() -> None:
         refresh_report(run_dir, log)
         storage.push(run_id, "report")
-        storage.push(run_id, MANIFEST)
 
     # Tune's own console output is replaced by one line per stage and decision
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

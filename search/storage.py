@@ -42,17 +42,13 @@ def filesystem(uri: str) -> tuple[Any, str]:
         raise UserError(f"{uri}: cannot open this storage ({' '.join(str(err).split())})") from None
 
 
-def _info(uri: str) -> Any:
-    fs, path = filesystem(uri)
-    return fs, path, fs.get_file_info(path)
-
-
 def exists(location: str | Path) -> bool:
     import pyarrow.fs as pafs
 
     if not is_uri(location):
         return Path(location).exists()
-    return bool(_info(str(location))[2].type != pafs.FileType.NotFound)
+    fs, path = filesystem(str(location))
+    return bool(fs.get_file_info(path).type != pafs.FileType.NotFound)
 
 
 def read_text(location: str | Path) -> str:
@@ -77,6 +73,15 @@ def list_files(location: str | Path, name: str) -> list[str]:
     )
 
 
+def _download(location: str, dest: Path) -> None:
+    """Copy the file or folder at ``location`` (a URI) to ``dest``."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+
+
 def fetch_dir(location: str, dest: Path) -> Path:
     """A local copy of the folder at ``location`` (a URI), made in ``dest``."""
     import pyarrow.fs as pafs
@@ -85,7 +90,7 @@ def fetch_dir(location: str, dest: Path) -> Path:
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         raise UserError(f"{location}: no such folder")
     dest.mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    _download(location, dest)
     return dest
 
 
@@ -125,17 +130,13 @@ class Storage:
         """Replace the mirror's copy of the run's driver files with the storage's."""
         if not self.remote:
             return
-        import pyarrow.fs as pafs
-
         local = self.local / run_id
         shutil.rmtree(local, ignore_errors=True)
         local.mkdir(parents=True)
         for name in DRIVER_FILES:
             source = f"{self.root}/{run_id}/{name}"
             if exists(source):
-                fs, path = filesystem(source)
-                pafs.copy_files(path, str(local / name), source_filesystem=fs,
-                                destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+                _download(source, local / name)
 
     def push(self, run_id: str, relative: str) -> None:
         """Upload one finished file or folder of the run's driver files."""
@@ -151,6 +152,16 @@ class Storage:
             fs.create_dir(path, recursive=True)
         pafs.copy_files(
             str(source), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+        )
+
+
+def check_shared_storage(storage: str, nodes: int) -> None:
+    """A local path is only seen by the machine it is on: trials on other nodes would write
+    their checkpoints where the driver never finds them."""
+    if nodes > 1 and not is_uri(storage):
+        raise UserError(
+            f"--storage {storage}: the cluster has {nodes} nodes and a local path is not shared "
+            "between them; use s3://..., gs://... or a path mounted on every node"
         )
 
 

@@ -4,8 +4,8 @@
     python -m cluster.local.head stop DIR
 
 DIR holds everything the head owns: Ray's temp dir, the token (mode 0600), the log, the ports
-and the pid of ``ray start --block``, which is started in a process group of its own. ``stop``
-ends exactly that group: never ``ray stop``, which ends every Ray process of the user.
+and the pid of ``ray start --block``. ``stop`` ends exactly that process and every process below
+it: never ``ray stop``, which ends every Ray process of the user.
 Ray keeps socket paths under DIR: keep DIR short (``/tmp/...``).
 """
 
@@ -179,7 +179,7 @@ def load(folder: Path) -> Head:
                 Path(token) if token else None)  # fmt: skip
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every process below ``root`` (Linux /proc): Ray puts job drivers and workers in process
     groups of their own, so the head's group alone does not reach them."""
     children: dict[int, list[int]] = {}
@@ -197,7 +197,7 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Running, not a zombie (a child of ours that exited is reaped here)."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -216,8 +216,8 @@ def stop(folder: Path, timeout_s: float = 30) -> bool:
     if not path.is_file():
         return False
     pid = json.loads(path.read_text())["pid"]
-    ran = _alive(pid)
-    pids = [pid, *_descendants(pid)] if ran else []  # listed before any of them exits
+    ran = alive(pid)
+    pids = [pid, *descendants(pid)] if ran else []  # listed before any of them exits
     # `ray start --block` ends its processes in order on SIGTERM; whatever is left (job
     # drivers, workers that outlived their raylet) is killed
     for targets, sig, wait_s in ((pids[:1], signal.SIGTERM, timeout_s), (pids, signal.SIGKILL, 10.0)):
@@ -225,9 +225,9 @@ def stop(folder: Path, timeout_s: float = 30) -> bool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.2)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if alive(p)]
         if not pids:
             break
     path.unlink()
