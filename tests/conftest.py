@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -70,3 +73,36 @@ def frame_shape_in_fresh_process(bundle: Path, env: dict[str, str]) -> str:
     )
     assert loaded.returncode == 0, loaded.stderr
     return loaded.stdout.strip()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env_for(home: Path) -> dict[str, str]:
+    """The environment of a psvae process under test: HOME pinned (Ray writes its token there),
+    the Ray auth variables cleared, the repository importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(home)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def psvae(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the command line in a new process."""
+    cmd = [sys.executable, "-m", "search.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    every: float = 0.2,
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` s, or when ``proc`` has ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc is None or proc.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(every)

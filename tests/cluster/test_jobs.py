@@ -7,7 +7,6 @@ below it; the test checks that none of those processes is left.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,17 +25,9 @@ from cluster.jobs import Cluster
 from cluster.local import head as local_head
 from psvae import synthetic
 from search import demo
-from tests.conftest import SMALL_NET, frame_shape_in_fresh_process
+from tests.conftest import REPO, SMALL_NET, env_for, frame_shape_in_fresh_process, psvae, wait_for
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-
-
-def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    env["HOME"] = str(home)
-    env["PYTHONPATH"] = str(REPO)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +38,14 @@ def home() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def token_head(home: Path) -> Iterator[local_head.Head]:
-    head = local_head.start(home / "head", num_cpus=2, env=base_env(home))
-    below = local_head._descendants(head.pid)
+    head = local_head.start(home / "head", num_cpus=2, env=env_for(home))
+    below = local_head.descendants(head.pid)
     try:
         yield head
     finally:
-        every = {head.pid, *below, *local_head._descendants(head.pid)}
+        every = {head.pid, *below, *local_head.descendants(head.pid)}
         assert local_head.stop(head.folder)
-        assert not [p for p in every if local_head._alive(p)], "processes of the head left behind"
-
-
-def psvae(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float, every: float = 0.5) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-    return time.monotonic() - start
+        assert not [p for p in every if local_head.alive(p)], "processes of the head left behind"
 
 
 def job_status(head: local_head.Head, job_id: str) -> str:
@@ -114,7 +90,7 @@ def stage_trials(run_dir: Path, stage: str) -> list[str]:
 def test_quick_search_as_a_job_then_stop_and_resubmit(
     token_head: local_head.Head, home: Path, tmp_path: Path
 ) -> None:
-    env = base_env(home)
+    env = env_for(home)
     storage = tmp_path / "runs"
     # 1. the quick demo's search, as a job
     data = synthetic.write(tmp_path / "quick.h5", synthetic.SyntheticSpec(n_trials=demo.QUICK["trials"]))
@@ -125,9 +101,9 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     t0 = time.monotonic()
     job = submit(token_head, env, config, "quick", storage)
     run_dir = storage / "quick"
-    wait_for("the first trial", lambda: bool(stage_trials(run_dir, "alpha")), 120, every=0.2)
+    wait_for(lambda: stage_trials(run_dir, "alpha"), 120, "the first trial")
     to_first = time.monotonic() - t0
-    wait_for("the quick job", finished(token_head, job), 420, every=2)
+    wait_for(finished(token_head, job), 420, "the quick job", every=2)
     wall = time.monotonic() - t0
     assert job_status(token_head, job) == "SUCCEEDED", psvae(
         "jobs", "logs", job, "--address", token_head.address, env={**env, **token_head.env()}
@@ -157,24 +133,23 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     job = submit(token_head, env, small, "stopped", storage)
     run_dir = storage / "stopped"
     wait_for(
-        "the beta stage",
         lambda: (
             manifest(run_dir).get("stages", {}).get("beta", {}).get("status") == "running"
             and bool(stage_trials(run_dir, "beta"))
         ),
         240,
-        every=0.2,
+        "the beta stage",
     )
     alpha_trials = stage_trials(run_dir, "alpha")
     alpha_rows = pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha")
     out = psvae("jobs", "stop", job, "--address", token_head.address, env={**env, **token_head.env()})
     assert out.returncode == 0 and "stopping" in out.stdout, out.stderr
-    wait_for("the stopped job", finished(token_head, job), 120, every=1)
+    wait_for(finished(token_head, job), 120, "the stopped job", every=1)
     assert job_status(token_head, job) == "STOPPED"
     assert manifest(run_dir)["stages"]["beta"]["status"] != "done"
 
     job = submit(token_head, env, small, "stopped", storage)
-    wait_for("the resubmitted job", finished(token_head, job), 300, every=2)
+    wait_for(finished(token_head, job), 300, "the resubmitted job", every=2)
     assert job_status(token_head, job) == "SUCCEEDED"
     m = manifest(run_dir)
     assert m["status"] == "done"
@@ -218,13 +193,13 @@ def test_token_head_rejects_unauthenticated_jobs(
         str(config),
         "--storage",
         str(tmp_path),
-        env=base_env(home / "elsewhere"),
+        env=env_for(home / "elsewhere"),
     )
     assert out.returncode == 2 and "asks for a token" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
 def test_auth_less_head_needs_insecure(home: Path, tmp_path: Path) -> None:
-    env = base_env(home)
+    env = env_for(home)
     # through the shell scripts this time
     folder = Path(tempfile.mkdtemp(prefix="h", dir=home))
     scripts = {"PYTHON": sys.executable, **env}
@@ -262,10 +237,8 @@ def test_auth_less_head_needs_insecure(home: Path, tmp_path: Path) -> None:
         out = psvae("jobs", "stop", job.group(1), "--address", head.address, "--insecure", env=env)
         assert out.returncode == 0, out.stderr
     finally:
-        below = local_head._descendants(head.pid)
+        below = local_head.descendants(head.pid)
         stopped = subprocess.run([REPO / "cluster/local/stop-head.sh", folder], env=scripts, timeout=60)
         assert stopped.returncode == 0
-        assert not [p for p in [head.pid, *below] if local_head._alive(p)], (
-            "processes of the head left behind"
-        )
+        assert not [p for p in [head.pid, *below] if local_head.alive(p)], "processes of the head left behind"
         assert not (folder / local_head.STATE).exists()

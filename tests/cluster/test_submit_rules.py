@@ -10,7 +10,7 @@ import yaml
 from cluster import jobs
 from psvae import synthetic
 from psvae.errors import UserError
-from search.run import check_shared_storage
+from search.storage import check_shared_storage
 
 
 @pytest.mark.parametrize(

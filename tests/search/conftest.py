@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.search.test_search_ray import env_for, psvae
+from tests.conftest import env_for, psvae
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from psvae import synthetic
+from cluster.local.head import alive, descendants
 from results_schema import epochs_schema, trials_schema
-from tests.conftest import SMALL_NET
+from tests.conftest import SMALL_NET, env_for, psvae, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,20 +36,6 @@ FIT = {
     "train.lr": 1e-3,
     "loss.anneal_epochs": 1,
 }
-
-
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("searchdata") / "d.h5"
-    synthetic.write(path, synthetic.SyntheticSpec(n_trials=10, n_frames=40, size=32, seed=3))
-    return path
-
-
-def env_for(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    env["HOME"] = str(tmp_path)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    return env
 
 
 def write_spec(
@@ -67,34 +53,9 @@ def write_spec(
     return path
 
 
-def psvae(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "search.cli", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def start(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen([sys.executable, "-m", "search.cli", *args], env=env, stdout=out, stderr=out)
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
 
 
 def cmdline(pid: int) -> str:
@@ -102,14 +63,6 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def end_all(pids: set[int], timeout: float = 20) -> None:
@@ -122,14 +75,6 @@ def end_all(pids: set[int], timeout: float = 20) -> None:
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in pids if alive(p)], "processes left behind"
-
-
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc is None or proc.poll() is None, f"the search ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -194,13 +139,13 @@ def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_pat
     assert forced.returncode == 0 and not (moved / "export" / "note.txt").exists()
 
 
-def test_driver_killed_in_beta_stage_resumes_without_rerunning_alpha(tmp_path, data_file, tracked):
+def test_driver_killed_in_beta_stage_resumes_without_rerunning_alpha(tmp_path, synthetic_file, tracked):
     stages = [
         {"name": "alpha", "values": [50, 100]},
         {"name": "beta", "values": [1, 5]},
         {"name": "seeds", "values": [0, 1]},
     ]
-    spec = write_spec(tmp_path, data_file, stages, fit={"train.epochs": 12})
+    spec = write_spec(tmp_path, synthetic_file, stages, fit={"train.epochs": 12})
     env, storage = env_for(tmp_path), tmp_path / "runs"
     run_dir = storage / "r1"
     proc = start(
@@ -245,10 +190,10 @@ def test_driver_killed_in_beta_stage_resumes_without_rerunning_alpha(tmp_path, d
     assert manifest["status"] == "done" and manifest["selected"]["stage"] == "seeds"
 
 
-def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, data_file, tracked):
+def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, synthetic_file, tracked):
     n_epochs = 30
     spec = write_spec(
-        tmp_path, data_file, [{"name": "alpha", "values": [50]}], fit={"train.epochs": n_epochs}
+        tmp_path, synthetic_file, [{"name": "alpha", "values": [50]}], fit={"train.epochs": n_epochs}
     )
     env, storage = env_for(tmp_path), tmp_path / "runs"
     run_dir = storage / "r2"
@@ -296,9 +241,9 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, data_file, trac
     print(f"trial killed after {epochs_before_kill} epochs; {rerun} epoch(s) re-run after its retry")
 
 
-def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, data_file, tracked):
+def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, synthetic_file, tracked):
     stages = [{"name": "lr", "key": "train.lr", "values": [1e-3, 1e8]}]
-    spec = write_spec(tmp_path, data_file, stages, fit={"train.epochs": 3, "loss.anneal_epochs": 0})
+    spec = write_spec(tmp_path, synthetic_file, stages, fit={"train.epochs": 3, "loss.anneal_epochs": 0})
     env, storage = env_for(tmp_path), tmp_path / "runs"
     done = psvae("search", "--config", str(spec), "--run-id", "r3", "--storage", str(storage), env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -321,7 +266,7 @@ def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, d
     assert page.count("data-figure") >= 3  # the lr sweep, the curves, the label traces
 
     changed = write_spec(
-        tmp_path, data_file, stages, fit={"train.epochs": 4, "loss.anneal_epochs": 0}, name="t.yaml"
+        tmp_path, synthetic_file, stages, fit={"train.epochs": 4, "loss.anneal_epochs": 0}, name="t.yaml"
     )
     refused = psvae("search", "--config", str(changed), "--run-id", "r3", "--storage", str(storage), env=env)
     assert refused.returncode == 2
@@ -329,12 +274,14 @@ def test_a_diverging_trial_is_excluded_and_a_changed_spec_is_refused(tmp_path, d
     assert json.loads((run_dir / "manifest.json").read_text()) == manifest  # untouched
 
 
-def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(tmp_path, data_file, tracked):
+def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(
+    tmp_path, synthetic_file, tracked
+):
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     stages = [{"name": "alpha", "algorithm": "optuna", "range": [10, 1000], "n_trials": 3}]
-    spec = write_spec(tmp_path, data_file, stages, fit={"train.epochs": 2})
+    spec = write_spec(tmp_path, synthetic_file, stages, fit={"train.epochs": 2})
     env, storage = env_for(tmp_path), tmp_path / "runs"
     done = psvae("search", "--config", str(spec), "--run-id", "r4", "--storage", str(storage), env=env)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -17,8 +17,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import frame_shape_in_fresh_process
-from tests.search.test_search_ray import env_for, psvae, write_spec
+from tests.conftest import env_for, frame_shape_in_fresh_process, psvae
+from tests.search.test_search_ray import write_spec
 
 pytestmark = pytest.mark.slow
 BUCKET = "psvae-runs"
