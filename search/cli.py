@@ -152,6 +152,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def new_run_id() -> str:
+    return time.strftime("search-%Y%m%d-%H%M%S")
+
+
 def search_command(
     spec: Any, run_id: str, storage: str | None, address: str | None, announce: bool = True
 ) -> int:
@@ -182,7 +186,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from search.spec import load_spec
 
     spec = load_spec(args.config, alpha=args.alpha, beta=args.beta)
-    run_id = args.run_id or time.strftime("search-%Y%m%d-%H%M%S")
+    run_id = args.run_id or new_run_id()
     return search_command(spec, run_id, args.storage, args.address)
 
 
@@ -230,7 +234,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
 
     cluster = jobs.connect(args.address, insecure=args.insecure)
-    run_id = args.run_id or time.strftime("search-%Y%m%d-%H%M%S")
+    run_id = args.run_id or new_run_id()
     storage = args.storage.rstrip("/")
     job_id = jobs.submit(cluster, Path(args.config), run_id, storage, alpha=args.alpha, beta=args.beta)
     flags = f"--address {args.address}" + (" --insecure" if args.insecure else "")
@@ -319,13 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the Parquet file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
+    def add_search_args(p: argparse.ArgumentParser) -> None:
+        """What psvae search and psvae submit both take."""
+        p.add_argument("--config", required=True, help="the search config (YAML)")
+        p.add_argument("--run-id", help="the run's name (default: search-<date>-<time>); reuse it to resume")
+        p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
+        p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
+
     p = add("search", cmd_search, "Run the staged alpha -> beta -> seeds search on Ray Tune.")
-    p.add_argument("--config", required=True, help="the search config (YAML)")
-    p.add_argument("--run-id", help="the run's name (default: search-<date>-<time>); reuse it to resume")
-    p.add_argument("--storage", help="where run directories live (default: ./runs)")
+    add_search_args(p)
+    p.add_argument("--storage", help="where run directories live: a folder (default ./runs), s3:// or gs://")
     p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
-    p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
-    p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
 
     p = add("resume", cmd_resume, "Continue a search run where it stopped.")
     p.add_argument("run_dir", help="the run directory")
@@ -340,12 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing directory")
 
     p = add("submit", cmd_submit, "Submit the staged search to a Ray cluster as a Ray Job.")
+    add_search_args(p)
     p.add_argument("--address", required=True, help="the cluster's dashboard, http://HOST:8265")
-    p.add_argument("--config", required=True, help="the search config (YAML)")
-    p.add_argument("--run-id", help="the run's name (default: search-<date>-<time>); reuse it to resume")
     p.add_argument("--storage", required=True, help="where run directories live, as the cluster sees it")
-    p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
-    p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
     p.add_argument("--insecure", action="store_true", help="allow a cluster without token authentication")
 
     p = add("jobs", cmd_jobs, "Show, follow or stop a submitted search job.")
