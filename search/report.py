@@ -34,6 +34,7 @@ from search import report_figures as figures
 from search import report_model
 from search.report_page import render_page
 from search.run import MANIFEST, OPTUNA_JOURNAL, read_manifest
+from search.status import last_reports
 from search.storage import fetch_dir, is_uri
 
 REPORT_DIR = "report"
@@ -177,12 +178,9 @@ def trial_names(stage: dict[str, Any], trials: pd.DataFrame) -> dict[str, str]:
 
 def running_note(run_dir: Path, stage: str) -> str:
     """How far a running stage has got, from Tune's result files."""
-    files = sorted((run_dir / stage).glob("train_psvae*/result.json"))
-    finished = 0
-    for file in files:
-        lines = [line for line in file.read_text().splitlines() if line.strip()]
-        finished += bool(lines) and bool(json.loads(lines[-1]).get("done"))
-    return f"running: {len(files)} trial(s) started, {finished} finished"
+    trials = last_reports(run_dir / stage)
+    finished = sum(bool(last and last.get("done")) for _, last in trials)
+    return f"running: {len(trials)} trial(s) started, {finished} finished"
 
 
 # -- sections ---------------------------------------------------------------------------------

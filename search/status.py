@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from search.run import read_manifest
-from search.storage import Storage, is_uri, list_files, mirror_root, read_text, split_run
+from search.storage import is_uri, list_files, read_text, resolve_storage, split_run
 
 
 def _fmt(value: object) -> str:
@@ -15,19 +16,27 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def _running_trials(experiment: str) -> list[str]:
-    """One line per trial of a stage that is still running, from Tune's result files."""
-    lines = []
+def last_reports(experiment: str | Path) -> list[tuple[str, dict[str, Any] | None]]:
+    """(trial name, its last report or None) for each started trial of a stage's Tune
+    experiment (a local folder or a URI), from Tune's result files."""
+    out = []
     for result_file in list_files(experiment, "result.json"):
-        reports = [json.loads(line) for line in read_text(result_file).splitlines() if line.strip()]
-        trial = result_file.replace("\\", "/").rsplit("/", 2)[-2].split("_")[2:4]
-        if not reports:
-            lines.append(f"  {'_'.join(trial):<14} started")
+        reports = [line for line in read_text(result_file).splitlines() if line.strip()]
+        name = "_".join(result_file.replace("\\", "/").rsplit("/", 2)[-2].split("_")[2:4])
+        out.append((name, json.loads(reports[-1]) if reports else None))
+    return out
+
+
+def _running_trials(experiment: str) -> list[str]:
+    """One line per trial of a stage that is still running."""
+    lines = []
+    for name, last in last_reports(experiment):
+        if last is None:
+            lines.append(f"  {name:<14} started")
             continue
-        last = reports[-1]
         state = "finished" if last.get("done") else f"epoch {last.get('epoch')} reported"
         trial_config = last.get("config", {}).get("trial", {})
-        lines.append(f"  {last.get('trial_id', '_'.join(trial)):<14} {state:<18} {trial_config}")
+        lines.append(f"  {last.get('trial_id', name):<14} {state:<18} {trial_config}")
     return lines or ["  (no trial has started yet)"]
 
 
@@ -40,7 +49,7 @@ def status_text(location: str | Path) -> str:
     run_dir = Path(location)
     if is_uri(location):
         root, run_id = split_run(location)
-        store = Storage(root, mirror_root(root))
+        store = resolve_storage(root)
         store.pull(run_id)
         run_dir = store.local / run_id
     lines = [f"run {manifest['run_id']} ({manifest['status']}), spec {manifest['spec_hash']}", ""]
