@@ -11,9 +11,6 @@ loaded. :func:`load_model` returns a :class:`FittedModel` with ``encode`` and ``
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ import torch
 from psvae.config import FitConfig
 from psvae.data import LabelStats
 from psvae.errors import UserError
+from psvae.files import staged_dir
 from psvae.model import PSVAE
 
 BUNDLE_FORMAT = "psvae-bundle"
@@ -140,9 +138,7 @@ def save_bundle(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise UserError(f"{out_dir}: already exists; choose another directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
         torch.save(state, tmp / "weights.pt")
         meta = {
@@ -158,10 +154,6 @@ def save_bundle(
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         (tmp / "label_stats.json").write_text(json.dumps(label_stats.to_dict(), indent=2) + "\n")
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,30 @@ def write_text_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@contextmanager
+def staged_dir(target: Path, mode: int | None = None) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to build it in. When the block ends without an
+    error the folder takes ``target``'s place (an existing ``target`` is removed only after the
+    switch, so a reader sees the old folder or the new one, whole); on an error it is removed.
+    ``mode``: the permissions to give the folder (``mkdtemp`` makes it 0700)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staged
+        if mode is not None:
+            staged.chmod(mode)
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.rename(target, old / target.name)
+        os.rename(staged, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from psvae.errors import UserError
+from psvae.files import staged_dir
 from search.run import read_manifest
 from search.storage import exists, fetch_dir, is_uri
 from search.trainable import BUNDLE
@@ -29,14 +29,11 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
     bundle = f"{selected['checkpoint']}/{BUNDLE}"
     if not exists(f"{bundle}/weights.pt"):
         raise UserError(f"{bundle}: the selected trial's model bundle is missing")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        staged = tmp / "bundle"
+    with staged_dir(out) as staged:
         if is_uri(bundle):
             fetch_dir(bundle, staged)
         else:
-            shutil.copytree(bundle, staged)
+            shutil.copytree(bundle, staged, dirs_exist_ok=True)
         selection = {
             "run_id": manifest["run_id"],
             "spec_hash": manifest["spec_hash"],
@@ -50,9 +47,4 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
             },
         }
         (staged / "selection.json").write_text(json.dumps(selection, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staged.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

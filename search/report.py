@@ -18,9 +18,6 @@ import base64
 import datetime as dt
 import html
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from psvae.errors import UserError
+from psvae.files import staged_dir
 from search import report_figures as figures
 from search import report_model
 from search.report_page import render_page
-from search.run import MANIFEST, OPTUNA_JOURNAL, read_manifest
+from search.run import OPTUNA_JOURNAL, read_manifest
 from search.status import last_reports
 from search.storage import fetch_dir, is_uri
 
@@ -607,14 +605,11 @@ def write_report(run_dir: str | Path) -> Path:
     from plotly.offline import get_plotlyjs
 
     run_dir = Path(run_dir).resolve()
-    if not (run_dir / MANIFEST).is_file():
-        raise UserError(f"{run_dir}: not a search run directory (no {MANIFEST})")
     target = run_dir / REPORT_DIR
     if target.exists() and not target.is_dir():
         raise UserError(f"{target}: exists and is not a folder; move it away to write the report")
-    page, gif = build_page(run_dir)
-    staged = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}.", dir=run_dir))
-    try:
+    page, gif = build_page(run_dir)  # reads the manifest first: a UserError if there is none
+    with staged_dir(target, mode=0o755) as staged:
         if gif and report_model.write_gif(gif, staged / MOVIE_GIF, MOVIE_FRAME_MS):
             movie = next(s for s in page.sections if s.id == "movie")
             movie.body += f'<p>The same movie as a file: <a href="{MOVIE_GIF}">{MOVIE_GIF}</a>.</p>'
@@ -622,24 +617,7 @@ def write_report(run_dir: str | Path) -> Path:
         (staged / INDEX).write_text(
             render_page(page.title, page.subtitle, page.sections, page.figures, PLOTLY_JS)
         )
-        staged.chmod(0o755)
-        _put_in_place(staged, target)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return target / INDEX
-
-
-def _put_in_place(staged: Path, target: Path) -> None:
-    """Replace the folder ``target`` by ``staged`` (same parent): the old report stays whole until
-    the new one is complete, and is removed only after the switch."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.rename(target, old / target.name)
-    os.rename(staged, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def timed_report(run_dir: str | Path) -> tuple[Path, float]:

@@ -1,10 +1,11 @@
 """The one place that talks to Tune's reporting API: a thin function trainable around
 psvae's Trainer.
 
-Every epoch is reported with a checkpoint (the trainer's full state, so a retried trial
-continues where it stopped); the last report carries the fit's summary and, in its
-checkpoint, the model bundle of the best epoch, ready to export, and the epoch history. The dataset arrives
-through Ray's object store (``tune.with_parameters``): one copy per node, shared by its trials.
+Every epoch is reported; at most every ``checkpoint_every_s`` seconds the report carries a
+checkpoint of the trainer's full state, so a retried trial continues from there. The last
+report carries the fit's summary and, in its checkpoint, the best epoch's model bundle (ready
+to export) and the epoch history. The dataset arrives through Ray's object store
+(``tune.with_parameters``): one copy per node, shared by its trials.
 """
 
 from __future__ import annotations
