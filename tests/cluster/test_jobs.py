@@ -93,11 +93,8 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     env = env_for(home)
     storage = tmp_path / "runs"
     # 1. the quick demo's search, as a job
-    data = synthetic.write(tmp_path / "quick.h5", synthetic.SyntheticSpec(n_trials=demo.QUICK["trials"]))
-    config = tmp_path / "quick.yaml"
-    config.write_text(
-        yaml.safe_dump({"data": [data.name], "fit": demo.QUICK["fit"], "stages": demo.QUICK["stages"]})
-    )
+    config = demo.write_inputs(tmp_path / "demo", quick=True)
+    data = config.parent / "synthetic.h5"
     t0 = time.monotonic()
     job = submit(token_head, env, config, "quick", storage)
     run_dir = storage / "quick"
@@ -159,6 +156,15 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     assert len(trials) == 11 and trials.trial_id.is_unique
 
 
+def tiny_search(tmp_path: Path) -> Path:
+    """A search config that passes the checks and fits in seconds (never waited for here)."""
+    data = synthetic.write(tmp_path / "d.h5", synthetic.SyntheticSpec(n_trials=10, n_frames=20, size=32))
+    config = tmp_path / "c.yaml"
+    fit = {**SMALL_NET, "train.epochs": 1, "loss.anneal_epochs": 0}
+    config.write_text(yaml.safe_dump({"data": [str(data)], "fit": fit}))
+    return config
+
+
 def raw_submit(address: str, headers: dict[str, str]) -> int:
     body = json.dumps({"entrypoint": "echo hi"}).encode()
     request = urllib.request.Request(
@@ -181,9 +187,7 @@ def test_token_head_rejects_unauthenticated_jobs(
     assert token_head.token_path.stat().st_mode & 0o777 == 0o600
     assert raw_submit(token_head.address, {}) == 401
     assert raw_submit(token_head.address, {"Authorization": "Bearer " + "0" * 64}) == 403
-    config = tmp_path / "c.yaml"
-    data = synthetic.write(tmp_path / "d.h5", synthetic.SyntheticSpec(n_trials=10, n_frames=20, size=32))
-    config.write_text(yaml.safe_dump({"data": [str(data)]}))
+    config = tiny_search(tmp_path)
     # without a token psvae refuses before sending anything
     out = psvae(
         "submit",
@@ -211,13 +215,7 @@ def test_auth_less_head_needs_insecure(home: Path, tmp_path: Path) -> None:
     head = local_head.load(folder)
     assert head.address in started.stdout and head.token_path is None
     try:
-        config = tmp_path / "c.yaml"
-        data = synthetic.write(tmp_path / "d.h5", synthetic.SyntheticSpec(n_trials=10, n_frames=20, size=32))
-        config.write_text(
-            yaml.safe_dump(
-                {"data": [str(data)], "fit": {**SMALL_NET, "train.epochs": 1, "loss.anneal_epochs": 0}}
-            )
-        )
+        config = tiny_search(tmp_path)
         args = [
             "submit",
             "--address",
