@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from psvae.errors import UserError
+from search.rundir import check_run_id
 from search.storage import check_shared_storage
 
 # `ray job stop` then interrupts Tune with SIGINT and waits for it to save the experiment state
@@ -130,8 +131,9 @@ def submit(
     beta: float | None = None,
 ) -> str:
     """Submit ``psvae search`` as a Ray Job; returns the job's submission id."""
+    check_run_id(run_id)
     check_shared_storage(storage, cluster.alive_nodes())
-    folder = stage_config(config, alpha, beta)
+    folder = stage_config(config, alpha, beta)  # a new temporary folder of ours
     try:
         entrypoint = shlex.join(
             ["python", "-m", "search.cli", "search", "--config", CONFIG_NAME,

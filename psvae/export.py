@@ -138,7 +138,7 @@ def save_bundle(
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise UserError(f"{out_dir}: already exists; choose another directory")
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, kind="model bundle") as tmp:
         state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
         torch.save(state, tmp / "weights.pt")
         meta = {

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 FACTOR_NAMES = ("x", "y", "scale", "brightness")
+WRITTEN_BY = "psvae synthetic"  # the root attribute ``written_by`` of every file written here
 LABEL_NAMES = ("x", "y")
 
 
@@ -147,6 +148,7 @@ def write(
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with h5py.File(tmp, "w") as f:
+        f.attrs["written_by"] = WRITTEN_BY
         images, label_group = f.create_group("images"), f.create_group("labels")
         label_group.attrs["names"] = list(LABEL_NAMES)
         for i, name in enumerate(names):
@@ -162,6 +164,45 @@ def write(
     os.replace(ftmp, fpath)
     os.replace(tmp, path)
     return path
+
+
+def is_synthetic(path: str | Path) -> bool:
+    """Whether ``path`` is a data file written by :func:`write` (its ``written_by`` attribute)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("written_by") == WRITTEN_BY)
+    except (OSError, ValueError):
+        return False
+
+
+def check_overwrite(out: str | Path, n_sessions: int) -> None:
+    """Refuse ``--force`` over anything :func:`write` or :func:`write_sessions` did not write:
+    a data file is replaced only if it carries our ``written_by`` attribute; a sessions folder
+    only if it holds nothing but session files of ours and their factors."""
+    from psvae.errors import UserError
+
+    out = Path(out)
+    if out.is_symlink():
+        raise UserError(f"--out {out}: is a symbolic link; give a file or folder of its own")
+    if n_sessions <= 1:
+        beside = factors_path(out)
+        if out.exists() and not (out.is_file() and is_synthetic(out)):
+            raise UserError(
+                f"--out {out}: exists and is not a file psvae synthetic wrote; it is never replaced"
+            )
+        if beside.exists() and not out.exists():
+            raise UserError(f"--out {out}: {beside.name} exists beside it and would be replaced")
+        return
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; it is never replaced")
+    ours = {p.name for p in session_paths(out, 99)} | {factors_path(p).name for p in session_paths(out, 99)}
+    for entry in out.iterdir():
+        if entry.name not in ours or (entry.suffix == ".h5" and not is_synthetic(entry)):
+            raise UserError(
+                f"--out {out}: holds {entry.name}, which psvae synthetic did not write; choose another folder"
+            )
 
 
 def session_paths(out_dir: str | Path, n_sessions: int) -> list[Path]:

@@ -53,12 +53,31 @@ def _refuse_existing(path: Path, force: bool, flag: str = "--out") -> None:
         raise UserError(f"{path}: already exists; choose another {flag} or pass --force")
 
 
+def _check_latents_file(out: Path) -> None:
+    """``encode --force`` replaces only a latents table psvae encode wrote (its schema says so)."""
+    if out.is_symlink():
+        raise UserError(f"--out {out}: is a symbolic link; give a file of its own")
+    if not out.exists():
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(out).metadata or {} if out.is_file() else {}
+    except Exception:  # pyarrow raises several kinds for a file that is not Parquet
+        meta = {}
+    if meta.get(b"table") != b"latents":
+        raise UserError(
+            f"--out {out}: exists and is not a latents table psvae encode wrote; it is never replaced"
+        )
+
+
 # -- commands -----------------------------------------------------------------------------
 def cmd_synthetic(args: argparse.Namespace) -> int:
     from psvae import synthetic
 
     out = Path(args.out)
     _refuse_existing(out, args.force)
+    synthetic.check_overwrite(out, args.sessions)
     if args.trials < 1:
         raise UserError(f"--trials {args.trials}: must be at least 1")
     if args.sessions < 1:
@@ -114,6 +133,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _refuse_existing(out, args.force)
+    _check_latents_file(out)
     model = load_model(args.model)
     for path in args.data:
         shape = frame_shape_of(path)
@@ -150,6 +170,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
     os.replace(tmp, out)
     print(f"wrote {out}: {table.num_rows} frames from {len(args.data)} file(s)")
     return 0
+
+
+def _run_id(text: str) -> str:
+    """argparse type of --run-id: one plain name inside the storage, never a path."""
+    from search.rundir import check_run_id
+
+    try:
+        return check_run_id(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def new_run_id() -> str:
@@ -195,10 +225,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from search.spec import SearchSpec
     from search.storage import split_run
 
-    root, _ = split_run(args.run_dir)
+    # the run is the folder named on the command line (its name checked there), whatever id its
+    # manifest, which may come from a shared bucket, records (checked when it is read)
+    root, run_id = split_run(args.run_dir)
     manifest = read_manifest(args.run_dir)
     spec = SearchSpec.from_dict(manifest["spec"])
-    return search_command(spec, manifest["run_id"], root, args.address)
+    return search_command(spec, run_id, root, args.address)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -326,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add_search_args(p: argparse.ArgumentParser) -> None:
         """What psvae search and psvae submit both take."""
         p.add_argument("--config", required=True, help="the search config (YAML)")
-        p.add_argument("--run-id", help="the run's name (default: search-<date>-<time>); reuse it to resume")
+        p.add_argument(
+            "--run-id",
+            type=_run_id,
+            help="the run's name, one plain name (default: search-<date>-<time>); reuse it to resume",
+        )
         p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
         p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
 

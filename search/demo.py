@@ -8,6 +8,7 @@ from typing import Any
 
 from psvae import synthetic
 from psvae.errors import UserError
+from search.rundir import check_run_id
 
 # The guide's stages on the built-in 64x64 data with a CPU-sized schedule; the default
 # network is kept. The paper's lr 1e-4 and 100 annealing epochs are for hours on a GPU.
@@ -89,6 +90,7 @@ def run(out: str | None = None, quick: bool = False, model: str = "ps-vae") -> i
     from search.spec import load_spec
 
     run_dir = Path(out).resolve() if out else (Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()
+    check_run_id(run_dir.name, f"--out {run_dir}: the folder's name")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir}: already exists and is not empty; choose another --out")
     config = write_inputs(run_dir, model, quick)

@@ -7,10 +7,26 @@ import shutil
 from pathlib import Path
 
 from psvae.errors import UserError
-from psvae.files import staged_dir
-from search.run import read_manifest
+from psvae.files import check_replaceable, staged_dir
+from search.run import MANIFEST, read_manifest
 from search.storage import exists, fetch_dir, is_uri
 from search.trainable import BUNDLE
+
+EXPORT_KIND = "export"
+# what an export held before folders carried their marker: such a folder is an earlier export
+LEGACY_EXPORT = frozenset({"weights.pt", "config.json", "label_stats.json", "selection.json"})
+
+
+def _outside_runs(out: Path) -> None:
+    """An export goes outside every run directory, or into a run's own ``export/`` folder: never
+    among a run's stages, results or report, where it would take the place of the run's files."""
+    resolved = out.expanduser().resolve()
+    for folder in resolved.parents:
+        if (folder / MANIFEST).is_file() and resolved != folder / "export":
+            raise UserError(
+                f"--out {out}: lies inside the run directory {folder}; export to {folder / 'export'} "
+                "or to a folder outside the run"
+            )
 
 
 def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
@@ -26,10 +42,12 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Pat
         raise UserError(f"{run_dir}: the search has not selected a model yet (status {manifest['status']})")
     if out.exists() and not force:
         raise UserError(f"{out}: already exists; choose another --out or pass --force")
+    check_replaceable(out, EXPORT_KIND, LEGACY_EXPORT)  # --force replaces an earlier export only
+    _outside_runs(out)
     bundle = f"{selected['checkpoint']}/{BUNDLE}"
     if not exists(f"{bundle}/weights.pt"):
         raise UserError(f"{bundle}: the selected trial's model bundle is missing")
-    with staged_dir(out) as staged:
+    with staged_dir(out, kind=EXPORT_KIND, legacy=LEGACY_EXPORT) as staged:
         if is_uri(bundle):
             fetch_dir(bundle, staged)
         else:

@@ -41,6 +41,8 @@ PLOTLY_JS = "plotly.min.js"
 MOVIE_GIF = "traversal.gif"
 MAX_LABEL_TRIALS = 4  # test trials drawn in the label reconstructions
 MOVIE_FRAME_MS = 120
+# what a report folder held before folders carried their marker: replaceable as a report
+LEGACY_REPORT = frozenset({INDEX, PLOTLY_JS, MOVIE_GIF})
 BUNDLE = "model"  # search.trainable.BUNDLE, the final checkpoint's model bundle (named here: no Ray import)
 
 # section states, shown as badges and as data-state attributes
@@ -609,7 +611,7 @@ def write_report(run_dir: str | Path) -> Path:
     if target.exists() and not target.is_dir():
         raise UserError(f"{target}: exists and is not a folder; move it away to write the report")
     page, gif = build_page(run_dir)  # reads the manifest first: a UserError if there is none
-    with staged_dir(target, mode=0o755) as staged:
+    with staged_dir(target, kind="report", mode=0o755, legacy=LEGACY_REPORT, flag="report") as staged:
         if gif and report_model.write_gif(gif, staged / MOVIE_GIF, MOVIE_FRAME_MS):
             movie = next(s for s in page.sections if s.id == "movie")
             movie.body += f'<p>The same movie as a file: <a href="{MOVIE_GIF}">{MOVIE_GIF}</a>.</p>'

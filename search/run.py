@@ -25,6 +25,7 @@ from typing import Any
 
 from psvae.errors import UserError
 from psvae.files import write_json_atomic
+from search.rundir import check_run_id
 from search.spec import SearchSpec, StageSpec
 from search.storage import Storage, check_shared_storage, exists, is_uri, read_text
 
@@ -49,12 +50,20 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     location = f"{str(run_dir).rstrip('/')}/{MANIFEST}" if is_uri(str(run_dir)) else Path(run_dir) / MANIFEST
     if not exists(location):
         raise UserError(f"{run_dir}: not a search run directory (no {MANIFEST})")
-    return dict(json.loads(read_text(location)))
+    try:
+        manifest = json.loads(read_text(location))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{location}: damaged, not readable JSON ({err}); restore it from a copy") from None
+    if not isinstance(manifest, dict) or not {"run_id", "spec_hash", "spec", "stages"} <= set(manifest):
+        raise UserError(f"{location}: damaged, not a search manifest (missing run_id, spec or stages)")
+    # a manifest read back from storage is untrusted: others may write to a shared bucket
+    check_run_id(manifest["run_id"], f"{location}: run_id")
+    return dict(manifest)
 
 
 def open_run(spec: SearchSpec, storage: Path, run_id: str) -> tuple[Path, dict[str, Any]]:
     """Create the run directory and manifest, or check that an existing one is this spec's."""
-    run_dir = storage / run_id
+    run_dir = storage / check_run_id(run_id)
     if (run_dir / MANIFEST).is_file():
         manifest = read_manifest(run_dir)
         if manifest["spec_hash"] != spec.spec_hash():

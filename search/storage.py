@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from psvae.errors import UserError
+from search.rundir import check_run_id
 
 REMOTE_SCHEMES = ("s3", "gs")
 # what the driver writes itself, relative to a run directory; Tune's experiments are not here
@@ -101,9 +102,9 @@ def split_run(location: str) -> tuple[str, str]:
         root, _, run_id = location.rpartition("/")
         if "://" not in root:
             raise UserError(f"{location}: expected <storage>/<run id>, e.g. s3://bucket/runs/my-run")
-        return root, run_id
+        return root, check_run_id(run_id, f"{location}: the run id")
     path = Path(location).expanduser().resolve()
-    return str(path.parent), path.name
+    return str(path.parent), check_run_id(path.name, f"{location}: the run folder's name")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class Storage:
 
     def run_location(self, run_id: str) -> str:
         """The run directory as users name it: a path, or a URI."""
+        check_run_id(run_id)
         return f"{self.root}/{run_id}" if self.remote else str(self.local / run_id)
 
     def location(self, fs_path: str) -> str:
@@ -130,7 +132,9 @@ class Storage:
         """Replace the mirror's copy of the run's driver files with the storage's."""
         if not self.remote:
             return
-        local = self.local / run_id
+        local = self.local / check_run_id(run_id)
+        # the mirror is this project's cache: one folder per run, directly inside it
+        assert local.parent == self.local, local
         shutil.rmtree(local, ignore_errors=True)
         local.mkdir(parents=True)
         for name in DRIVER_FILES:
@@ -144,7 +148,7 @@ class Storage:
             return
         import pyarrow.fs as pafs
 
-        source = self.local / run_id / relative
+        source = self.local / check_run_id(run_id) / relative
         if not source.exists():
             return
         fs, path = filesystem(f"{self.root}/{run_id}/{relative}")

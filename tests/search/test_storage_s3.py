@@ -126,3 +126,32 @@ def test_a_missing_bucket_is_refused_before_ray_starts(
     assert "no-such-bucket" in out.stderr and "does not exist" in out.stderr
     out = psvae("search", "--config", str(spec), "--storage", "ftp://host/runs", env=env)
     assert out.returncode == 2 and "unsupported scheme" in out.stderr
+
+
+def test_a_hostile_run_id_in_a_shared_bucket_deletes_nothing(s3: dict[str, str], tmp_path: Path) -> None:
+    """Anyone who can write to a shared bucket can write a manifest: its run id must not lead the
+    driver out of its mirror. ``../../../../victim`` from the mirror folder is ``tmp_path/victim``."""
+    env = {**env_for(tmp_path), **s3, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("years of work")
+    manifest = {
+        "version": 1,
+        "run_id": "../../../../victim",
+        "spec_hash": "0" * 16,
+        "spec": {"data": [], "stages": []},
+        "stages": {},
+        "status": "running",
+        "selected": None,
+    }
+    fs = bucket_fs(s3)
+    fs.create_dir(f"{BUCKET}/runs/evil")
+    with fs.open_output_stream(f"{BUCKET}/runs/evil/manifest.json") as f:
+        f.write(json.dumps(manifest).encode())
+    run = f"s3://{BUCKET}/runs/evil"
+    for command in (["resume", run], ["status", run], ["export", run, "--out", str(tmp_path / "out")]):
+        out = psvae(*command, env=env)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert len(out.stderr.strip().splitlines()) == 1 and "one plain name" in out.stderr
+    assert (victim / "thesis.txt").read_text() == "years of work"
+    assert not (tmp_path / "out").exists()
