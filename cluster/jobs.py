@@ -137,7 +137,7 @@ def submit(
     try:
         entrypoint = shlex.join(
             ["python", "-m", "search.cli", "search", "--config", CONFIG_NAME,
-             "--run-id", run_id, "--storage", storage]
+             "--run-id", run_id, "--storage", storage, "--address", "auto"]
         )  # fmt: skip
         return str(
             cluster.client().submit_job(

@@ -22,13 +22,8 @@ import yaml
 
 from psvae import reference
 from psvae.errors import ConfigError
+from psvae.family import DEFAULT_CLASS, FAMILY, MODEL_CLASSES
 
-# ps-vae: the Partitioned Subspace VAE; msps-vae: with a background subspace for several
-# sessions; cond-ae: conditional autoencoder; cond-ae-msp: autoencoder with matrix subspace
-# projection; vae: beta-VAE (beta weighs the KL); beta-tcvae: beta weighs the total correlation
-MODEL_CLASSES = ("ps-vae", "msps-vae", "cond-ae", "cond-ae-msp", "vae", "beta-tcvae")
-# the classes whose latents are sampled (the others are deterministic autoencoders)
-VARIATIONAL = ("ps-vae", "msps-vae", "vae", "beta-tcvae")
 PRECISIONS = ("auto", "float32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -62,7 +57,7 @@ class DataConfig:
 class ModelConfig:
     """The network. The defaults are the paper's architecture."""
 
-    model_class: str = "ps-vae"  # one of MODEL_CLASSES
+    model_class: str = DEFAULT_CLASS  # one of psvae.family.MODEL_CLASSES
     n_unsupervised: int = 2  # U; for vae, beta-tcvae and cond-ae all their latents
     n_background: int = 3  # B, the background latents of msps-vae (ignored by the other classes)
     channels: tuple[int, ...] = (32, 64, 128, 256, 512)
@@ -73,11 +68,15 @@ class ModelConfig:
         _choice("model.model_class", self.model_class, MODEL_CLASSES)
         _at_least("model.n_unsupervised", self.n_unsupervised, 0)
         _at_least("model.n_background", self.n_background, 0)
-        if self.model_class == "msps-vae" and self.n_background < 1:
-            raise ConfigError("model.n_background = 0: msps-vae needs at least one background latent")
-        if self.model_class in ("vae", "beta-tcvae", "cond-ae") and self.n_unsupervised < 1:
+        kind = FAMILY[self.model_class]
+        if kind.background and self.n_background < 1:
             raise ConfigError(
-                f"model.n_unsupervised = {self.n_unsupervised}: {self.model_class} needs at least one latent"
+                f"model.n_background = 0: {self.model_class} needs at least one background latent"
+            )
+        if self.n_unsupervised < kind.min_unsupervised:
+            raise ConfigError(
+                f"model.n_unsupervised = {self.n_unsupervised}: {self.model_class} needs at least "
+                f"{kind.min_unsupervised} latent"
             )
         _at_least("model.kernel_size", self.kernel_size, 1)
         if len(self.channels) != len(self.strides) or not self.channels:
@@ -157,7 +156,7 @@ class FitConfig:
                 f"{self.train.epochs}, or beta never reaches its value"
             )
         s = self.train.n_sessions_per_batch
-        if self.model.model_class == "msps-vae" and self.train.batch_size < 2 * s:
+        if FAMILY[self.model.model_class].background and self.train.batch_size < 2 * s:
             raise ConfigError(
                 f"train.batch_size = {self.train.batch_size}: needs at least two frames from each of "
                 f"the train.n_sessions_per_batch = {s} sessions"

@@ -85,7 +85,7 @@ class FittedModel:
         net = self.network
         device = next(net.parameters()).device
         labels_in: torch.Tensor | None = None
-        if net.model_class == "cond-ae":
+        if net.kind.conditional:
             if labels is None:
                 raise ValueError("a conditional autoencoder (cond-ae) encodes frames with their labels")
             z_labels = np.nan_to_num(self.label_stats.zscore(np.asarray(labels, np.float64), session))
@@ -98,7 +98,7 @@ class FittedModel:
             chunks.append(net.to_layout(mu, part))
         layout = torch.cat(chunks) if chunks else torch.zeros(0, net.n_latents, device=device)
         z_s, z_b, z_u = net.split_latents(layout)
-        if net.model_class in ("ps-vae", "msps-vae"):
+        if net.kind.label_head:
             labels_z = net.label_head(z_s).cpu().numpy()
         elif net.n_supervised:  # cond-ae: its input labels; cond-ae-msp: P z
             labels_z = z_s.cpu().numpy()

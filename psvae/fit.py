@@ -26,6 +26,7 @@ from psvae.config import FitConfig
 from psvae.data import load_data
 from psvae.errors import UserError
 from psvae.export import save_bundle
+from psvae.family import FAMILY
 from psvae.files import write_json_atomic, write_text_atomic
 from psvae.trainer import EpochResult, FitSummary, Trainer
 
@@ -92,7 +93,7 @@ def run_fit(
     fit = _describe(data_paths, cfg)
     resume = _check_out_dir(out_dir, fit)
     data = load_data(
-        data_paths, cfg.data.split, cfg.data.split_seed, per_session=cfg.model.model_class == "msps-vae"
+        data_paths, cfg.data.split, cfg.data.split_seed, per_session=FAMILY[cfg.model.model_class].background
     )
     trainer = Trainer(cfg, data)
     if resume:

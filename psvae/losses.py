@@ -10,6 +10,7 @@ and the plots all use the same names.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -211,6 +212,88 @@ def _record(loss: Tensor, like: Tensor, **terms: Tensor) -> dict[str, Tensor]:
     return {name: loss if name == "loss" else terms.get(name, _zero(like)) for name in TERMS}
 
 
+@dataclass(frozen=True)
+class LossInputs:
+    """One batch's tensors and constants, as every objective of the family reads them."""
+
+    frames: Tensor  # (M, C, H, W) in [0, 1]
+    recon: Tensor  # (M, C, H, W)
+    labels: Tensor  # (M, K) z-scored, 0 where masked
+    predicted_labels: Tensor | None  # (M, K); None for classes that predict no labels
+    label_mask: Tensor  # (M, K)
+    pixel_mask: Tensor | None  # (M, C, H, W)
+    z: Tensor  # (M, L_enc)
+    mu: Tensor  # (M, L_enc)
+    logvar: Tensor  # (M, L_enc)
+    n_labels: int
+    n_background: int
+    n_data: int
+    weights: LossWeights
+    session: Tensor | None  # (M,) int, for the triplet loss
+    projection: Tensor | None  # P (K x L), for the matrix subspace projection
+
+    def nll_frames(self) -> Tensor:
+        return gaussian_nll_frames(self.frames, self.recon, self.weights.sigma_x, self.pixel_mask).mean()
+
+
+def _ps_vae(x: LossInputs) -> dict[str, Tensor]:
+    assert x.predicted_labels is not None
+    terms = psvae_loss(
+        x.frames, x.recon, x.labels, x.predicted_labels, x.label_mask, x.pixel_mask, x.z, x.mu, x.logvar,
+        x.n_labels, x.n_background, x.n_data, x.weights,
+    )  # fmt: skip
+    return _record(terms.pop("loss"), x.z, **terms)
+
+
+def _msps_vae(x: LossInputs) -> dict[str, Tensor]:
+    """The PS-VAE terms (the background block gets no KL) + delta * triplet on the background means."""
+    assert x.session is not None
+    terms = _ps_vae(x)
+    k = x.n_labels
+    triplet = triplet_loss(x.mu[:, k : k + x.n_background], x.session)
+    return {**terms, "loss": terms["loss"] + x.weights.delta * triplet, "triplet": triplet}
+
+
+def _vae(x: LossInputs) -> dict[str, Tensor]:
+    nll_frames = x.nll_frames()
+    kl_u = kl_standard_normal(x.mu, x.logvar).mean()
+    return _record(nll_frames + x.weights.beta_e * kl_u, x.z, nll_frames=nll_frames, kl_u=kl_u)
+
+
+def _beta_tcvae(x: LossInputs) -> dict[str, Tensor]:
+    nll_frames = x.nll_frames()
+    mi, tc, dwkl = decomposed_kl(x.z, x.mu, x.logvar, x.n_data)
+    w = x.weights
+    loss = nll_frames + w.k_e * mi + w.beta_e * tc + w.k_e * dwkl
+    return _record(loss, x.z, nll_frames=nll_frames, mi=mi, tc=tc, dwkl=dwkl)
+
+
+def _cond_ae(x: LossInputs) -> dict[str, Tensor]:
+    pixel = pixel_mse_frames(x.frames, x.recon, x.pixel_mask).mean()
+    return _record(pixel, x.z, nll_frames=x.nll_frames())
+
+
+def _cond_ae_msp(x: LossInputs) -> dict[str, Tensor]:
+    assert x.predicted_labels is not None and x.projection is not None
+    pixel = pixel_mse_frames(x.frames, x.recon, x.pixel_mask).mean()
+    label = masked_label_mse(x.labels, x.predicted_labels, x.label_mask)
+    msp_latent = (x.z - x.predicted_labels @ x.projection).square().mean()
+    nll_labels = gaussian_nll_labels(x.labels, x.predicted_labels, x.label_mask).mean()
+    loss = pixel + x.weights.msp_alpha * (label + msp_latent)
+    return _record(loss, x.z, nll_frames=x.nll_frames(), nll_labels=nll_labels, msp_latent=msp_latent)
+
+
+OBJECTIVES: dict[str, Callable[[LossInputs], dict[str, Tensor]]] = {
+    "ps-vae": _ps_vae,
+    "msps-vae": _msps_vae,
+    "vae": _vae,
+    "beta-tcvae": _beta_tcvae,
+    "cond-ae": _cond_ae,
+    "cond-ae-msp": _cond_ae_msp,
+}
+"""The objective of each model class (psvae.family.FAMILY has the same names)."""
+
+
 def family_loss(
     model_class: str,
     frames: Tensor,
@@ -240,34 +323,11 @@ def family_loss(
     - cond-ae-msp: pixel MSE + msp_alpha * (label MSE + msp_latent), msp_latent the mean
       squared difference between z and P^T y_hat (``projection`` is P, K x L).
     """
-    if model_class in ("ps-vae", "msps-vae"):
-        assert predicted_labels is not None
-        terms = psvae_loss(
-            frames, recon, labels, predicted_labels, label_mask, pixel_mask, z, mu, logvar,
-            n_labels, n_background, n_data, weights,
-        )  # fmt: skip
-        if model_class == "ps-vae":
-            return _record(terms.pop("loss"), z, **terms)
-        assert session is not None
-        k = n_labels
-        triplet = triplet_loss(mu[:, k : k + n_background], session)
-        return _record(terms.pop("loss") + weights.delta * triplet, z, triplet=triplet, **terms)
-    nll_frames = gaussian_nll_frames(frames, recon, weights.sigma_x, pixel_mask).mean()
-    if model_class == "vae":
-        kl_u = kl_standard_normal(mu, logvar).mean()
-        return _record(nll_frames + weights.beta_e * kl_u, z, nll_frames=nll_frames, kl_u=kl_u)
-    if model_class == "beta-tcvae":
-        mi, tc, dwkl = decomposed_kl(z, mu, logvar, n_data)
-        loss = nll_frames + weights.k_e * mi + weights.beta_e * tc + weights.k_e * dwkl
-        return _record(loss, z, nll_frames=nll_frames, mi=mi, tc=tc, dwkl=dwkl)
-    pixel = pixel_mse_frames(frames, recon, pixel_mask).mean()
-    if model_class == "cond-ae":
-        return _record(pixel, z, nll_frames=nll_frames)
-    if model_class == "cond-ae-msp":
-        assert predicted_labels is not None and projection is not None
-        label = masked_label_mse(labels, predicted_labels, label_mask)
-        msp_latent = (z - predicted_labels @ projection).square().mean()
-        nll_labels = gaussian_nll_labels(labels, predicted_labels, label_mask).mean()
-        loss = pixel + weights.msp_alpha * (label + msp_latent)
-        return _record(loss, z, nll_frames=nll_frames, nll_labels=nll_labels, msp_latent=msp_latent)
-    raise ValueError(f"unknown model class {model_class!r}")
+    objective = OBJECTIVES.get(model_class)
+    if objective is None:
+        raise ValueError(f"unknown model class {model_class!r}")
+    inputs = LossInputs(
+        frames, recon, labels, predicted_labels, label_mask, pixel_mask, z, mu, logvar,
+        n_labels, n_background, n_data, weights, session, projection,
+    )  # fmt: skip
+    return objective(inputs)

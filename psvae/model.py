@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from psvae.config import VARIATIONAL, ModelConfig
+from psvae.config import ModelConfig
+from psvae.family import FAMILY
 
 LEAK = 0.05
 MIN_FRAME_SIZE = 32  # the four stride-2 layers leave at least 2x2 pixels for the last one
@@ -264,10 +265,6 @@ class ForwardOutput:
     labels: Tensor | None  # (M, K), z-scored units; None for classes that predict no labels
 
 
-# Which block of the user-facing layout [supervised | background | unsupervised] each class has.
-SUPERVISED_CLASSES = ("ps-vae", "msps-vae", "cond-ae", "cond-ae-msp")
-
-
 class PSVAE(nn.Module):
     """The PS-VAE and the other members of its family, one network with a per-class latent layout.
 
@@ -296,24 +293,24 @@ class PSVAE(nn.Module):
         if min(height, width) < MIN_FRAME_SIZE:
             raise ValueError(f"frames of {height}x{width} are smaller than {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE}")
         self.model_class = cfg.model_class
+        self.kind = kind = FAMILY[cfg.model_class]
         self.frame_shape = frame_shape
         self.n_labels = n_labels  # K, labels in the data
         if n_background is None:
-            n_background = cfg.n_background if cfg.model_class == "msps-vae" else 0
+            n_background = cfg.n_background if kind.background else 0
         self.n_background = n_background
         self.n_unsupervised = cfg.n_unsupervised
-        self.variational = cfg.model_class in VARIATIONAL
-        self.n_supervised = n_labels if cfg.model_class in SUPERVISED_CLASSES else 0  # K_s
+        self.variational = kind.variational
+        self.n_supervised = n_labels if kind.supervised else 0  # K_s
         self.n_latents = self.n_supervised + n_background + cfg.n_unsupervised  # the layout's L
         # the encoder's width: the conditional autoencoder's labels are inputs, not latents
-        n_codes = cfg.n_unsupervised if cfg.model_class == "cond-ae" else self.n_latents
+        n_codes = cfg.n_unsupervised if kind.conditional else self.n_latents
         self.n_codes = n_codes
-        n_decoder_in = n_codes + (n_labels if cfg.model_class == "cond-ae" else 0)
+        n_decoder_in = n_codes + (n_labels if kind.conditional else 0)
         self.encoder = Encoder(n_channels, (height, width), cfg, n_codes)
         self.decoder = Decoder(n_channels, self.encoder.geometry, self.encoder.bottleneck, cfg, n_decoder_in)
         self.label_head = LabelHead(n_labels)
-        is_msp = cfg.model_class == "cond-ae-msp"
-        self.projection = nn.Linear(n_codes, n_labels, bias=False) if is_msp else None
+        self.projection = nn.Linear(n_codes, n_labels, bias=False) if kind.projection else None
 
     def split_latents(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(M, L) in the layout -> supervised (M, K_s), background (M, B), unsupervised (M, U)."""
@@ -322,7 +319,7 @@ class PSVAE(nn.Module):
 
     def predict_labels(self, mu: Tensor) -> Tensor | None:
         """Labels (M, K) in z-scored units from the encoder's means, or None if the class has none."""
-        if self.model_class in ("ps-vae", "msps-vae"):
+        if self.kind.label_head:
             return cast(Tensor, self.label_head(mu[:, : self.n_labels]))
         if self.projection is not None:
             return cast(Tensor, self.projection(mu))
@@ -338,27 +335,27 @@ class PSVAE(nn.Module):
     def to_layout(self, mu: Tensor, labels_z: Tensor | None = None) -> Tensor:
         """The encoder's means (M, L_enc) as the layout (M, L). ``labels_z`` (M, K): the
         conditional autoencoder's labels, which are part of its layout."""
-        if self.model_class == "cond-ae":
+        if self.kind.conditional:
             if labels_z is None:
                 raise ValueError("a conditional autoencoder needs the labels of the frames")
             return torch.cat([labels_z.to(mu), mu], dim=1)
-        if self.model_class == "cond-ae-msp":
+        if self.kind.projection:
             _, null = self._null_space()
             return torch.cat([cast(Tensor, self.projection(mu)), mu @ null.T], dim=1)  # type: ignore[misc]
         return mu
 
     def unsupervised(self, mu: Tensor) -> Tensor:
         """The unsupervised latents (M, U) of the encoder's means (M, L_enc)."""
-        if self.model_class == "cond-ae-msp":
+        if self.kind.projection:
             return mu @ self._null_space()[1].T
         return mu[:, mu.shape[1] - self.n_unsupervised :]
 
     def decode_layout(self, latents: Tensor) -> Tensor:
         """Frames (M, C, H, W) from latents (M, L) in the layout."""
         s, _, u = self.split_latents(latents)
-        if self.model_class == "cond-ae":
+        if self.kind.conditional:
             z = torch.cat([u, s], dim=1)
-        elif self.model_class == "cond-ae-msp":
+        elif self.kind.projection:
             pinv, null = self._null_space()
             z = s @ pinv.T + u @ null  # P z = s and the null-space coordinates of z are u
         else:
@@ -381,7 +378,7 @@ class PSVAE(nn.Module):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + eps * torch.exp(0.5 * logvar)
         decoder_in = z
-        if self.model_class == "cond-ae":
+        if self.kind.conditional:
             if labels is None:
                 raise ValueError("a conditional autoencoder needs the labels of the frames")
             decoder_in = torch.cat([z, labels.to(z.dtype)], dim=1)

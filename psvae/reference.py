@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from psvae.errors import ConfigError
+from psvae.family import DEFAULT_CLASS, FAMILY, MODEL_CLASSES
 
 KEYS: dict[str, str] = {
     "model_class": "model.model_class",
@@ -118,17 +119,22 @@ def _resolve_latents(
     fixed: dict[str, Any], sweeps: dict[str, list[Any]], source: str, n_labels: int | None
 ) -> None:
     """Turn n_ae_latents (all latents) into model.n_unsupervised (U) for the model class."""
-    model_class = fixed.get("model.model_class", "ps-vae")
+    model_class = fixed.get("model.model_class", DEFAULT_CLASS)
     if isinstance(model_class, list):
         raise ConfigError(f"{source}: model_class = {model_class!r}: give one model class")
+    if model_class not in FAMILY:
+        raise ConfigError(
+            f"{source}: model.model_class = {model_class!r}: must be one of {', '.join(MODEL_CLASSES)}"
+        )
+    kind = FAMILY[model_class]
     taken = 0
-    if model_class in ("ps-vae", "msps-vae", "cond-ae-msp"):
+    if kind.labels_in_latents:
         if n_labels is None:
             raise ConfigError(
                 f"{source}: n_ae_latents: needs the data to count the labels; give the data files too"
             )
         taken = n_labels
-    if model_class == "msps-vae":
+    if kind.background:
         n_background = fixed.get("model.n_background", N_BACKGROUND_DEFAULT)
         if not isinstance(n_background, int):
             raise ConfigError(f"{source}: n_background = {n_background!r}: expected one integer")

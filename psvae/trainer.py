@@ -30,6 +30,7 @@ import torch
 from psvae.config import FitConfig
 from psvae.data import FrameData
 from psvae.errors import ConfigError
+from psvae.family import FAMILY
 from psvae.losses import LossWeights, family_loss, weights_for_epoch
 from psvae.metrics import (
     EpochAccumulator,
@@ -94,7 +95,7 @@ def build_model(cfg: FitConfig, frame_shape: tuple[int, int, int], n_labels: int
 def check_fits_data(cfg: FitConfig, data: FrameData) -> None:
     """Refuse a config the data cannot serve, before any training."""
     s = cfg.train.n_sessions_per_batch
-    if cfg.model.model_class == "msps-vae":
+    if FAMILY[cfg.model.model_class].background:
         sessions_with_train = len(set(data.session[data.index["train"]].tolist()))
         if sessions_with_train < s:
             raise ConfigError(
@@ -185,7 +186,7 @@ class Trainer:
         weights = self._weights(epoch)
         n_data = self.data.n_frames("train")
         acc = EpochAccumulator(self.data.n_labels, self.device)
-        if self.cfg.model.model_class == "msps-vae":
+        if FAMILY[self.cfg.model.model_class].background:
             batches = self.data.session_batches(
                 self.cfg.train.batch_size, self.cfg.train.n_sessions_per_batch, self.order_rng
             )

@@ -142,7 +142,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     names = list(model.label_stats.names)
     schema = latents_schema(names, model.network.n_background, model.network.n_unsupervised)
     columns: dict[str, list[np.ndarray]] = {f.name: [] for f in schema}
-    conditional = model.network.model_class == "cond-ae"  # encodes frames with their labels
+    conditional = model.network.kind.conditional  # encodes frames with their labels
     for path in args.data:
         labels = read_labels(path) if conditional else {}
         for trial, frames in read_trials(path):

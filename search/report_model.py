@@ -106,7 +106,7 @@ def _ranges(model: FittedModel, trials: list[TestTrial]) -> list[tuple[np.ndarra
     head = model.network.label_head
     # ps-vae, msps-vae: a label is an affine function of its latent; the conditional classes
     # hold the z-scored label itself in that place
-    through_head = model.network.model_class in ("ps-vae", "msps-vae")
+    through_head = model.network.kind.label_head
     out = []
     steps = np.linspace(0.0, 1.0, N_MOVIE_POINTS * 4 + 1)  # fine grid; rows and movie subsample it
     for d in range(latents.shape[1]):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from psvae.errors import UserError
+from psvae.family import DEFAULT_CLASS, FAMILY
 from psvae.files import write_json_atomic
 from search.rundir import check_run_id
 from search.spec import SearchSpec, StageSpec
@@ -145,12 +146,12 @@ def _trial_row(
         "error": error,
         "alpha": float(config["loss.alpha"]),
         "beta": float(config["loss.beta"]),
-        "model_class": str(config.get("model.model_class", "ps-vae")),
+        "model_class": str(config.get("model.model_class", DEFAULT_CLASS)),
         "delta": float(config.get("loss.delta", float("nan"))),
         "msp_alpha": float(config.get("loss.msp_alpha", float("nan"))),
         "n_unsupervised": int(config["model.n_unsupervised"]),
         "n_background": int(config.get("model.n_background", 0))
-        if config.get("model.model_class") == "msps-vae"
+        if FAMILY[str(config.get("model.model_class", DEFAULT_CLASS))].background
         else 0,
         "seed_model": int(config["train.seed_model"]),
         "epochs_run": metrics.get("epochs_run", len(history)),
@@ -281,6 +282,45 @@ def refresh_report(run_dir: Path, log: Callable[[str], None]) -> None:
         log(f"warning: the report in {run_dir / 'report'} was not refreshed: {type(err).__name__}: {err}")
 
 
+LOOPBACK = "127.0.0.1"
+SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+NICENESS = "RAY_worker_niceness"  # Ray's system config, spelled as Ray reads it
+
+
+def start_ray(address: str | None) -> str | None:
+    """Start or join Ray; returns the dashboard's URL when this process started it.
+
+    Without ``address`` a new local Ray is started (``address="local"``), never an instance that
+    happens to run on this machine (``RAY_ADDRESS`` or Ray's shared temporary folder), and every
+    port it opens, the dashboard's included, listens on 127.0.0.1 only. Its workers run at the
+    driver's priority: Ray's default niceness 15 slowed trials 1.4-3.2x on a busy machine.
+    With ``address`` (a cluster, or ``auto`` inside a Ray Job) the cluster's own settings apply.
+    """
+    common: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if address is not None:
+        import ray
+
+        ray.init(address=address, **common)
+        return None
+    # Ray binds to the machine's routable address unless it is told this is a one-machine
+    # cluster; it reads the variable when it is imported (and its processes inherit it)
+    os.environ[SINGLE_MACHINE] = "0"
+    os.environ[NICENESS] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the variable was set
+    context = ray.init(
+        address="local",
+        _node_ip_address=LOOPBACK,
+        include_dashboard=True,
+        dashboard_host=LOOPBACK,
+        **common,
+    )
+    url = context.dashboard_url
+    return f"http://{url}" if url and "://" not in url else url
+
+
 def _protect_token() -> None:
     """Ray writes its auth token readable by everyone (0644); anyone who reads it can run code
     on the cluster, so keep it to its owner."""
@@ -321,7 +361,9 @@ def run_search(
     # the selection statistics arrive with a trial's last report, not with every epoch
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        dashboard = start_ray(address)
+        if dashboard:
+            log(f"Ray dashboard: {dashboard}")
     _protect_token()
     check_shared_storage(storage.root, sum(1 for node in ray.nodes() if node["Alive"]))
     base_cfg = spec.base_config()
@@ -329,7 +371,7 @@ def run_search(
         list(spec.data),
         base_cfg.data.split,
         base_cfg.data.split_seed,
-        per_session=base_cfg.model.model_class == "msps-vae",
+        per_session=FAMILY[base_cfg.model.model_class].background,
     )
     arrays = data.to_arrays()
     for name, value in (("alpha", spec.alpha), ("beta", spec.beta)):

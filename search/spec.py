@@ -30,6 +30,7 @@ import yaml
 
 from psvae.config import FitConfig
 from psvae.errors import ConfigError
+from psvae.family import DEFAULT_CLASS, FAMILY, SELECTIVE_KEYS, classes_reading
 
 # stage name -> (the fit-config key it varies, the default values, the default rule)
 STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
@@ -43,26 +44,6 @@ STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
 # a stage kind that crosses its values with a second key: name -> (key, default values, YAML name)
 CROSSED: dict[str, tuple[str, tuple[float, ...], str]] = {
     "beta_delta": ("loss.delta", (50.0, 100.0, 500.0, 1000.0), "delta"),
-}
-# the default plan of each model class (model.md section 7)
-DEFAULT_PLANS: dict[str, tuple[str, ...]] = {
-    "ps-vae": ("alpha", "beta", "seeds"),
-    "msps-vae": ("alpha", "beta_delta", "seeds"),
-    "cond-ae": ("seeds",),
-    "cond-ae-msp": ("msp_alpha", "seeds"),
-    "vae": ("beta", "seeds"),
-    "beta-tcvae": ("beta", "seeds"),
-}
-# rules that differ by class: the msps-vae also wants near-chance session accuracy
-CLASS_RULES: dict[tuple[str, str], str] = {("msps-vae", "seeds"): "session_correlation"}
-# the loss keys only some classes read: a stage varying one for another class would compare nothing
-KEY_CLASSES: dict[str, tuple[str, ...]] = {
-    "loss.alpha": ("ps-vae", "msps-vae"),
-    "loss.beta": ("ps-vae", "msps-vae", "vae", "beta-tcvae"),
-    "loss.delta": ("msps-vae",),
-    "loss.msp_alpha": ("cond-ae-msp",),
-    "model.n_background": ("msps-vae",),
-    "train.n_sessions_per_batch": ("msps-vae",),
 }
 ALGORITHMS = ("grid", "optuna")
 TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "checkpoint_every_s", "stages"}
@@ -178,9 +159,9 @@ class SearchSpec:
         return FitConfig.from_mapping(self.fit, source="fit")
 
 
-def default_stages(model_class: str = "ps-vae") -> list[dict[str, Any]]:
+def default_stages(model_class: str = DEFAULT_CLASS) -> list[dict[str, Any]]:
     """The default plan of ``model_class``: its stages with their default values and rules."""
-    return [{"name": name} for name in DEFAULT_PLANS[model_class]]
+    return [{"name": name} for name in FAMILY[model_class].default_plan]
 
 
 def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
@@ -192,7 +173,7 @@ def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
 
 
 def _parse_stage(
-    source: str, i: int, raw: Any, fixed: dict[str, float | None], model_class: str = "ps-vae"
+    source: str, i: int, raw: Any, fixed: dict[str, float | None], model_class: str = DEFAULT_CLASS
 ) -> StageSpec | None:
     where = f"stages[{i}]"
     if isinstance(raw, str):
@@ -220,17 +201,18 @@ def _parse_stage(
     if fixed.get(name) is not None:
         return None  # fixed by hand: the stage is skipped
     key, default_values, default_rule = STAGE_KINDS.get(name, (raw.get("key"), (), "lowest_correlation"))
-    default_rule = CLASS_RULES.get((model_class, name), default_rule)
+    if name == "seeds":  # the msps-vae also wants near-chance session accuracy among its seeds
+        default_rule = FAMILY[model_class].seeds_rule
     if "key" in raw and name in STAGE_KINDS and raw["key"] != key:
         raise ConfigError(f"{source}: {where}.key = {raw['key']!r}: the {name} stage always varies {key}")
     if key not in FitConfig.keys():  # noqa: SIM118 - a list of dotted keys, not a dict
         raise ConfigError(f"{source}: {where}.key = {key!r}: not a fit-config key")
     cross_kind = CROSSED.get(name)
     for varied in (key, cross_kind[0] if cross_kind else None):
-        if varied in KEY_CLASSES and model_class not in KEY_CLASSES[varied]:
+        if varied in SELECTIVE_KEYS and varied not in FAMILY[model_class].reads:
             raise ConfigError(
                 f"{source}: {where}: stage {name} varies {varied}, which model.model_class = "
-                f"{model_class!r} does not use (it is for {', '.join(KEY_CLASSES[varied])})"
+                f"{model_class!r} does not use (it is for {', '.join(classes_reading(varied))})"
             )
     if "delta" in raw and cross_kind is None:
         raise ConfigError(f"{source}: {where}.delta: only the beta_delta stage crosses delta values")
@@ -330,7 +312,7 @@ def stages_from_sweeps(sweeps: dict[str, list[Any]], base: FitConfig) -> list[di
         if "model.n_unsupervised" in sweeps:
             stage["n_unsupervised"] = sweeps.pop("model.n_unsupervised")
         stages.append(stage)
-    if base.model.model_class == "msps-vae" and ("loss.beta" in sweeps or "loss.delta" in sweeps):
+    if FAMILY[base.model.model_class].background and ("loss.beta" in sweeps or "loss.delta" in sweeps):
         stages.append(
             {
                 "name": "beta_delta",

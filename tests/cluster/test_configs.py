@@ -85,6 +85,7 @@ def test_kuberay_manifests_pass_the_schema(name: str, doc: dict[str, Any]) -> No
         assert args[:3] == ["python", "-m", "search.cli"]
         parsed = build_parser().parse_args(args[3:])
         assert parsed.command == "search" and parsed.storage.startswith("/shared/")
+        assert parsed.address == "auto"  # the job's cluster, not a new local Ray inside the job
 
 
 TYPOS = {

@@ -194,3 +194,16 @@ def test_each_class_fits_exports_and_reloads(model_class, synthetic_file, sessio
 def test_unknown_model_class_is_refused():
     with pytest.raises(ConfigError, match=r"model\.model_class = 'ae'"):
         FitConfig.from_mapping({"model.model_class": "ae"})
+
+
+def test_the_capability_table_and_the_objectives_name_the_same_classes():
+    from psvae.family import FAMILY, SELECTIVE_KEYS
+    from psvae.losses import OBJECTIVES
+    from search.spec import STAGE_KINDS
+
+    assert set(OBJECTIVES) == set(FAMILY)
+    for kind in FAMILY.values():
+        assert set(kind.default_plan) <= set(STAGE_KINDS), kind.name
+        assert kind.reads <= SELECTIVE_KEYS
+        assert not (kind.label_head and kind.projection), kind.name  # one way to predict labels
+        assert kind.supervised or not (kind.label_head or kind.conditional or kind.projection), kind.name

@@ -108,7 +108,6 @@ def check_results(run_dir: Path, n_epochs: int) -> tuple[pd.DataFrame, pd.DataFr
 
 def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_path, quick_demo):
     run_dir = quick_demo.run_dir
-    assert quick_demo.seconds < 600
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done"
     assert [manifest["stages"][s]["status"] for s in ("alpha", "beta", "seeds")] == ["done"] * 3
