@@ -28,8 +28,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from psvae.files import write_json_atomic
-from search import report, results, run, selection
+from search import results, run, selection
 from search.cli import main
+from search.report import build as report
 from tests.search.chromium import Chromium, find_chromium
 from tests.search.conftest import QuickDemo
 
@@ -285,7 +286,7 @@ def test_png_images_decode_as_written() -> None:
     import numpy as np
     from PIL import Image
 
-    from search.report_model import png
+    from search.report.model import png
 
     image = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
     with Image.open(io.BytesIO(png(image))) as decoded:
@@ -296,7 +297,7 @@ def test_png_images_decode_as_written() -> None:
 def test_a_frame_and_its_difference_image_have_the_same_layout(n_channels: int) -> None:
     import numpy as np
 
-    from search.report_model import difference, diverging_rgb, to_rgb
+    from search.report.model import difference, diverging_rgb, to_rgb
 
     frames = np.random.default_rng(0).random((2, n_channels, 6, 5)).astype(np.float32)
     image = to_rgb(frames[1])

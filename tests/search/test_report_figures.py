@@ -14,8 +14,8 @@ from psvae import synthetic
 from psvae.config import MODEL_CLASSES
 from psvae.export import load_model
 from psvae.fit import run_fit
-from search import report_figures as figures
-from search import report_model
+from search.report import figures
+from search.report import model as report_model
 from tests.conftest import small_config
 
 

@@ -28,9 +28,9 @@ import pandas as pd
 
 from psvae.errors import UserError
 from psvae.files import staged_dir
-from search import report_figures as figures
-from search import report_model
-from search.report_page import render_page
+from search.report import figures
+from search.report import model as report_model
+from search.report.page import render_page
 from search.run import OPTUNA_JOURNAL, read_manifest
 from search.status import last_reports
 from search.storage import fetch_dir, is_uri
