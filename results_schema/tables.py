@@ -11,9 +11,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 # version 2: the model family (model_class, delta, msp_alpha, n_background, session accuracy;
-# the kl_u, triplet and msp_latent terms)
-TRIALS_VERSION = 2
+# the kl_u, triplet and msp_latent terms); version 3: reused_from (a fit an earlier stage made), note
+TRIALS_VERSION = 3
 EPOCHS_VERSION = 2
+READABLE_VERSIONS = {"trials": (2, 3), "epochs": (2,)}
+"""Older versions a reader still takes: their missing columns read as null."""
 
 # Per-epoch metric names; each appears as ``train_<name>`` and ``val_<name>`` in ``epochs``.
 EPOCH_METRICS: tuple[str, ...] = (
@@ -144,7 +146,27 @@ def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
         ("val_label_r2_per_label", pa.list_(f64), True, "validation R^2 of each label, in label_names order"),
         ("test_label_r2_per_label", pa.list_(f64), True, "test R^2 of each label, in label_names order"),
         ("config_json", s, True, "the trial's full fit config as JSON, flat dotted keys"),
-        ("checkpoint", s, True, "where the trial's last checkpoint is (a path or URI)"),
+        (
+            "checkpoint",
+            s,
+            True,
+            "the trial's last checkpoint, relative to the run directory "
+            "(runs of psvae-tune 0.1: a path or URI)",
+        ),
+        (
+            "note",
+            s,
+            True,
+            "what happened to the trial on its way, e.g. re-run from epoch 0 because its checkpoint "
+            "was damaged",
+        ),
+        (
+            "reused_from",
+            s,
+            True,
+            "the trial of an earlier stage whose fit this row reuses (the same full fit config: not run "
+            "again; its results and checkpoint are that trial's); null for a trial that ran",
+        ),
     ]
     return cols
 

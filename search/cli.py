@@ -186,56 +186,38 @@ def new_run_id() -> str:
     return time.strftime("search-%Y%m%d-%H%M%S")
 
 
-def search_command(
-    spec: Any, run_id: str, storage: str | None, address: str | None, announce: bool = True
-) -> int:
-    """Run or resume a search and turn its outcome into an exit code: 0 done, 1 a stage had
-    no usable trial, 130 interrupted (resumable)."""
-    from search.run import Interrupted, SearchError, run_search
-    from search.storage import resolve_storage
-
-    store = resolve_storage(storage)
-    run_dir = store.run_location(run_id)
-    try:
-        run_search(spec, run_id, store, address)
-    except Interrupted as err:
-        print(f"psvae: {err}; continue with: psvae resume {run_dir}", file=sys.stderr)
-        return 130
-    except SearchError as err:
-        print(f"psvae: search failed: {err}", file=sys.stderr)
-        return 1
-    if announce:
-        print(
-            f"run directory: {run_dir}\nreport: {store.local / run_id / 'report' / 'index.html'}\n"
-            f"export the selected model with: psvae export {run_dir} --out DIR"
-        )
-    return 0
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from search.spec import load_spec
 
     spec = load_spec(args.config, alpha=args.alpha, beta=args.beta)
     run_id = args.run_id or new_run_id()
+    from search.session import search_command
+
     return search_command(spec, run_id, args.storage, args.address)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from search.run import read_manifest
-    from search.spec import SearchSpec
+    from search.driver import resume_spec
+    from search.rundir import RunDir
     from search.storage import split_run
 
-    # the run is the folder named on the command line (its name checked there), whatever id its
-    # manifest, which may come from a shared bucket, records (checked when it is read)
+    # the run is the folder named on the command line (its name checked there), wherever it
+    # has moved and whatever id its manifest, which may come from a shared bucket, records
     root, run_id = split_run(args.run_dir)
-    manifest = read_manifest(args.run_dir)
-    spec = SearchSpec.from_dict(manifest["spec"])
+    spec = resume_spec(RunDir.open(args.run_dir))
+    from search.session import search_command
+
     return search_command(spec, run_id, root, args.address)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from search.status import status_text
+    from search.status import status_text, watch
 
+    if args.watch is not None:
+        if not args.watch > 0:
+            raise UserError(f"--watch {args.watch}: the seconds between refreshes must be above 0")
+        watch(args.run_dir, args.watch)
+        return 0
     print(status_text(args.run_dir))
     return 0
 
@@ -243,8 +225,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from search.export import export_run
 
-    out = export_run(args.run_dir, args.out, force=args.force)
-    print(f"exported the selected model to {out} (load it with psvae.load_model)")
+    out = export_run(args.run_dir, args.out, force=args.force, trial=args.trial)
+    what = f"trial {args.trial}" if args.trial else "the selected model"
+    print(f"exported {what} to {out} (load it with psvae.load_model)")
     return 0
 
 
@@ -375,11 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
 
-    p = add("status", cmd_status, "Show a run's stages, trials and decisions.")
+    p = add("status", cmd_status, "Show a run's stages and every trial (running, finished, pending).")
     p.add_argument("run_dir", help="the run directory")
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=5.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 5) until the run stops",
+    )
 
-    p = add("export", cmd_export, "Write the selected model's bundle and selection.json.")
+    p = add("export", cmd_export, "Write the selected model's bundle (or any trial's) and selection.json.")
     p.add_argument("run_dir", help="the run directory")
+    p.add_argument(
+        "--trial", help="export this trial (its trial_id in psvae status) instead of the selected one"
+    )
     p.add_argument("--out", required=True, help="the directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing directory")
 

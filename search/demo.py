@@ -85,8 +85,8 @@ def write_inputs(run_dir: Path, model: str = "ps-vae", quick: bool = False) -> P
 
 def run(out: str | None = None, quick: bool = False, model: str = "ps-vae") -> int:
 
-    from search.cli import search_command
     from search.export import export_run
+    from search.session import search_command
     from search.spec import load_spec
 
     run_dir = Path(out).resolve() if out else (Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()

@@ -18,6 +18,7 @@ from its results. Everything is checked here, before Ray starts or any trial run
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -46,7 +47,19 @@ CROSSED: dict[str, tuple[str, tuple[float, ...], str]] = {
     "beta_delta": ("loss.delta", (50.0, 100.0, 500.0, 1000.0), "delta"),
 }
 ALGORITHMS = ("grid", "optuna")
-TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "checkpoint_every_s", "stages"}
+TOP_KEYS = {
+    "data",
+    "fit",
+    "alpha",
+    "beta",
+    "resources",
+    "max_failures",
+    "checkpoint_every_s",
+    "stages",
+    "reuse_fits",
+}
+# what only changes how the search runs, not what it finds: left out of the spec hash
+RUNTIME_KEYS = ("resources", "max_failures", "checkpoint_every_s", "reuse_fits")
 STAGE_KEYS = {
     "name",
     "key",
@@ -113,6 +126,7 @@ class SearchSpec:
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2
     checkpoint_every_s: float = 60.0  # least time between two checkpoints of a trial; 0: every epoch
+    reuse_fits: bool = True  # a trial whose fit an earlier stage completed is not run again
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -120,8 +134,8 @@ class SearchSpec:
     def spec_hash(self) -> str:
         """Hash of everything that changes results (not resources, which only change speed)."""
         d = self.to_dict()
-        for key in ("resources", "max_failures", "checkpoint_every_s"):
-            d.pop(key)
+        for key in RUNTIME_KEYS:
+            d.pop(key, None)
         for stage in d["stages"]:  # a stage without a crossed key hashes as before it existed
             if stage.get("cross") is None:
                 stage.pop("cross", None)
@@ -153,6 +167,24 @@ class SearchSpec:
             resources=Resources(**d.get("resources", {})),
             max_failures=int(d.get("max_failures", 2)),
             checkpoint_every_s=float(d.get("checkpoint_every_s", 60.0)),
+            reuse_fits=bool(d.get("reuse_fits", True)),
+        )
+
+    def relative_to(self, folder: Path) -> SearchSpec:
+        """The spec with data files inside ``folder`` (a run's own inputs) named relative to it,
+        as the run's manifest records them: a run moved with its inputs still finds them."""
+        out = []
+        for path in self.data:
+            p = Path(path)
+            out.append(
+                p.relative_to(folder).as_posix() if p.is_absolute() and p.is_relative_to(folder) else path
+            )
+        return dataclasses.replace(self, data=tuple(out))
+
+    def resolved(self, folder: Path) -> SearchSpec:
+        """The inverse of :meth:`relative_to`: relative data files are inside ``folder``."""
+        return dataclasses.replace(
+            self, data=tuple(path if Path(path).is_absolute() else str(folder / path) for path in self.data)
         )
 
     def base_config(self) -> FitConfig:
@@ -424,6 +456,9 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         raise ConfigError(f"{source}: max_failures = {max_failures!r}: expected an integer >= 0")
 
     every_s = _number(source, "checkpoint_every_s", raw.get("checkpoint_every_s", 60.0))
+    reuse_fits = raw.get("reuse_fits", True)
+    if not isinstance(reuse_fits, bool):
+        raise ConfigError(f"{source}: reuse_fits = {reuse_fits!r}: expected true or false")
     spec = SearchSpec(
         data=paths,
         fit=base.flat(),
@@ -433,6 +468,7 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         resources=Resources(cpus, gpus, max_conc),
         max_failures=max_failures,
         checkpoint_every_s=every_s,
+        reuse_fits=reuse_fits,
     )
     # every trial's config must be valid too (e.g. anneal_epochs vs epochs, n_unsupervised)
     for stage in spec.stages:

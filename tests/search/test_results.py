@@ -95,7 +95,7 @@ def stage_keys(df: pd.DataFrame) -> list[tuple[str, str]]:
 def test_schema_metadata_and_descriptions(name: str, version: int) -> None:
     schema = SCHEMAS[name]()
     assert schema.metadata == {b"table": name.encode(), b"version": str(version).encode()}
-    assert version == 2
+    assert version == {"trials": 3, "epochs": 2}[name]
     assert len(set(schema.names)) == len(schema.names)
     for field in schema:
         assert field.metadata and field.metadata[b"description"].strip(), field.name
@@ -155,7 +155,7 @@ def test_trials_round_trip(tmp_path: Path) -> None:
     for path in (path_a, path_b):
         file_schema = pq.read_schema(path)
         assert file_schema.equals(trials_schema(), check_metadata=False)
-        assert file_schema.metadata[b"version"] == b"2"
+        assert file_schema.metadata[b"version"] == str(TRIALS_VERSION).encode()
         assert file_schema.metadata[b"table"] == b"trials"
         assert file_schema.field("val_loss").metadata[b"description"]
 
@@ -378,3 +378,21 @@ def test_nothing_written_reads_as_empty_table(tmp_path: Path) -> None:
     df = read_table(tmp_path / "nowhere", "trials")
     assert df.empty
     assert list(df.columns) == trials_schema().names
+
+
+def test_a_version_2_trials_file_reads_with_its_newer_columns_null(tmp_path: Path) -> None:
+    """Runs written before reused_from and note existed stay readable."""
+    import pyarrow as pa
+
+    rows = [trial_row("alpha", "t1", alpha=100.0)]
+    path = write_stage(tmp_path, "trials", "alpha", rows)
+    table = pq.read_table(path).drop_columns(["reused_from", "note"])
+    old = table.replace_schema_metadata({b"table": b"trials", b"version": b"2"})
+    pq.write_table(old, path)
+    df = read_table(tmp_path, "trials")
+    assert list(df.columns) == trials_schema().names and df["alpha"].tolist() == [100.0]
+    assert df["reused_from"].isna().all() and df["note"].isna().all()
+    pq.write_table(old.replace_schema_metadata({b"table": b"trials", b"version": b"99"}), path)
+    with pytest.raises(ValueError, match="schema version 99"):
+        read_table(tmp_path, "trials")
+    assert pa is not None
