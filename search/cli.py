@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from psvae import yaml_io
 from psvae.errors import ConfigError, UserError
 
 
@@ -25,7 +24,7 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set loss.alpha=500")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = yaml_io.parse_value(value)  # 1e-3 is a number here too
     return out
 
 
