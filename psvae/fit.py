@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from psvae import paths
 from psvae.config import FitConfig
 from psvae.data import load_data
-from psvae.errors import UserError
+from psvae.errors import DataError, UserError
 from psvae.export import save_bundle
 from psvae.family import FAMILY
 from psvae.files import write_json_atomic, write_text_atomic
@@ -35,7 +36,7 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def _describe(data_paths: list[str], cfg: FitConfig) -> dict[str, Any]:
-    return {"data": [str(Path(p).resolve()) for p in data_paths], "config": cfg.flat()}
+    return {"data": [str(paths.resolve(p, DataError)) for p in data_paths], "config": cfg.flat()}
 
 
 def _check_out_dir(out_dir: Path, fit: dict[str, Any]) -> bool:

@@ -26,10 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from psvae.config import FitConfig
-from psvae.errors import ConfigError
+from psvae import yaml_io
+from psvae.config import SEED_MAX, FitConfig
+from psvae.errors import ConfigError, DataError
 from psvae.family import DEFAULT_CLASS, FAMILY, SELECTIVE_KEYS, classes_reading
 
 # stage name -> (the fit-config key it varies, the default values, the default rule)
@@ -172,6 +171,21 @@ def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
     return float(value)
 
 
+def _check_rule_params(source: str, where: str, rule: str, params: Mapping[str, Any]) -> None:
+    """A rule's parameters are checked here rather than when its stage ends, hours later: each
+    must be one the rule takes, and (every rule's parameter is a tolerance) a finite number >= 0."""
+    from search.selection import rule_params
+
+    accepted = rule_params(rule)
+    for name, value in params.items():
+        if name not in accepted:
+            raise ConfigError(
+                f"{source}: {where}.rule_params.{name}: not a parameter of rule {rule} "
+                f"(it takes: {', '.join(accepted) or 'no parameters'})"
+            )
+        _number(source, f"{where}.rule_params.{name}", value)
+
+
 def _parse_stage(
     source: str, i: int, raw: Any, fixed: dict[str, float | None], model_class: str = DEFAULT_CLASS
 ) -> StageSpec | None:
@@ -250,8 +264,10 @@ def _parse_stage(
         )
     for j, v in enumerate(values):
         if name == "seeds":
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{source}: {where}.values[{j}] = {v!r}: seeds are integers >= 0")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= SEED_MAX:
+                raise ConfigError(
+                    f"{source}: {where}.values[{j}] = {v!r}: seeds are integers from 0 to 2**64 - 1"
+                )
         elif name in STAGE_KINDS:
             _number(source, f"{where}.values[{j}] ({key})", v)
     values = (
@@ -276,6 +292,7 @@ def _parse_stage(
     params = raw.get("rule_params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
+    _check_rule_params(source, where, rule, params)
     cross: tuple[str, tuple[Any, ...]] | None = None
     if cross_kind is not None:
         cross_key, cross_default, cross_name = cross_kind
@@ -351,7 +368,9 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         data = [data]
     if not isinstance(data, list) or not data or not all(isinstance(p, str) for p in data):
         raise ConfigError(f"{source}: data = {data!r}: expected a list of HDF5 files")
-    paths = tuple(str((base_dir / p).resolve()) for p in data)
+    from psvae import paths as input_paths
+
+    paths = tuple(str(input_paths.resolve(base_dir / p, DataError)) for p in data)
     from psvae.data import frame_shape_of
 
     for p in paths:  # a missing or malformed file fails here, before Ray starts
@@ -445,12 +464,7 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
 
 def load_spec(path: str | Path, alpha: float | None = None, beta: float | None = None) -> SearchSpec:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such search config")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    raw = yaml_io.read(path, "search config") or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of search-config keys")
     raw = dict(raw)
