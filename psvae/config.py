@@ -14,7 +14,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,11 +213,58 @@ class FitConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     @classmethod
+    def from_layers(cls, layers: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[FitConfig, list[str]]:
+        """Build from ``(source, keys)`` layers over the defaults, each overriding the ones before
+        (the command line's order: defaults, config file, ``--set``). Each layer is checked as it
+        is applied, and its errors name its source.
+
+        A layer that shortens ``train.epochs`` without setting ``loss.anneal_epochs`` scales the
+        anneal epochs in force with it (:func:`scaled_anneal`: 100 of 300 becomes a third of the
+        new epochs) instead of refusing a config whose annealing would outlast the fit. Returns
+        the config and one note per such change, for the caller to show (this module prints
+        nothing).
+        """
+        cfg = cls()
+        notes: list[str] = []
+        for source, mapping in layers:
+            layer = _flatten(mapping, source)
+            merged = {**cfg.flat(), **layer}
+            epochs, before = layer.get("train.epochs"), cfg.train
+            note = None
+            if (
+                "loss.anneal_epochs" not in layer
+                and isinstance(epochs, int)
+                and not isinstance(epochs, bool)
+                and 1 <= epochs < before.epochs
+                and cfg.loss.anneal_epochs > 0
+            ):
+                anneal = scaled_anneal(cfg.loss.anneal_epochs, before.epochs, epochs)
+                merged["loss.anneal_epochs"] = anneal
+                note = (
+                    f"{source}: train.epochs = {epochs}: loss.anneal_epochs scaled with it to {anneal} "
+                    f"(was {cfg.loss.anneal_epochs} of {before.epochs} epochs); set loss.anneal_epochs "
+                    "to choose another value"
+                )
+            cfg = cls.from_mapping(merged, source=source)
+            if note is not None:
+                notes.append(note)
+        return cfg, notes
+
+    @classmethod
     def from_yaml(cls, path: str | Path, n_labels: Callable[[], int] | None = None) -> FitConfig:
         """Read a YAML (or JSON) file of our keys or of the reference's ``ae_model.json`` keys
         (see :mod:`psvae.reference`); ``n_labels`` counts the data's labels when the file gives
         ``n_ae_latents``."""
         return cls.from_mapping(read_config_file(path, n_labels), source=str(path))
+
+
+def scaled_anneal(anneal_epochs: int, epochs: int, new_epochs: int) -> int:
+    """``anneal_epochs`` of ``epochs`` scaled to a schedule of ``new_epochs``: the same fraction,
+    rounded, at least 1 when there was any annealing and at most ``new_epochs - 1`` (the anneal
+    must end before the fit does)."""
+    if anneal_epochs == 0 or new_epochs <= 1:
+        return 0
+    return max(1, min(round(anneal_epochs * new_epochs / epochs), new_epochs - 1))
 
 
 def read_config_file(path: str | Path, n_labels: Callable[[], int] | None = None) -> dict[str, Any]:

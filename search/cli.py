@@ -31,20 +31,29 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
 def load_fit_config(path: str | None, overrides: Sequence[str] = (), data: Sequence[str] = ()) -> Any:
     """The fit config of ``path`` (our keys or the reference's ``ae_model.json`` keys, which may
     need the ``data`` to count labels) with ``--set`` overrides."""
-    from psvae.config import FitConfig
+    return fit_config_and_notes(path, overrides, data)[0]
+
+
+def fit_config_and_notes(
+    path: str | None, overrides: Sequence[str] = (), data: Sequence[str] = ()
+) -> tuple[Any, list[str]]:
+    """:func:`load_fit_config` and the notes of what was adjusted (a shortened schedule's
+    anneal epochs), for the command to print."""
+    from psvae.config import FitConfig, read_config_file
     from psvae.data import label_count
 
     count = (lambda: label_count(data[0])) if data else None
-    base = FitConfig.from_yaml(path, n_labels=count) if path else FitConfig()
-    if not overrides:
-        return base
-    merged = base.flat()
-    sets = _parse_sets(overrides)
-    for key in sets:
-        if key not in merged:
-            FitConfig.from_mapping({key: sets[key]}, source="--set")  # raises with a hint
-    merged.update(sets)
-    return FitConfig.from_mapping(merged, source=path or "--set")
+    layers: list[tuple[str, Any]] = []
+    if path:
+        layers.append((path, read_config_file(path, n_labels=count)))
+    if overrides:
+        layers.append(("--set", _parse_sets(overrides)))
+    return FitConfig.from_layers(layers)
+
+
+def _notes(notes: Sequence[str]) -> None:
+    for note in notes:
+        print(f"psvae: note: {' '.join(note.split())}", file=sys.stderr)
 
 
 def _refuse_existing(path: Path, force: bool, flag: str = "--out") -> None:
@@ -105,7 +114,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from psvae.fit import run_fit
 
-    cfg = load_fit_config(args.config, args.set, args.data)
+    cfg, notes = fit_config_and_notes(args.config, args.set, args.data)
+    _notes(notes)
     summary = run_fit(args.data, cfg, args.out, progress=not args.quiet)
     m = summary.metrics
     if summary.status == "diverged":
@@ -214,7 +224,9 @@ def search_command(
 def cmd_search(args: argparse.Namespace) -> int:
     from search.spec import load_spec
 
-    spec = load_spec(args.config, alpha=args.alpha, beta=args.beta)
+    notes: list[str] = []
+    spec = load_spec(args.config, alpha=args.alpha, beta=args.beta, data=args.data, notes=notes)
+    _notes(notes)
     run_id = args.run_id or new_run_id()
     return search_command(spec, run_id, args.storage, args.address)
 
@@ -367,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("search", cmd_search, "Run the staged alpha -> beta -> seeds search on Ray Tune.")
     add_search_args(p)
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="FILE",
+        help="the session files (HDF5), relative to the current directory; replace the config's data:",
+    )
     p.add_argument("--storage", help="where run directories live: a folder (default ./runs), s3:// or gs://")
     p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
 

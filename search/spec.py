@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,11 +349,14 @@ def stages_from_sweeps(sweeps: dict[str, list[Any]], base: FitConfig) -> list[di
     return stages
 
 
-def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpec:
+def parse_spec(
+    raw: Mapping[str, Any], source: str, base_dir: Path, notes: list[str] | None = None
+) -> SearchSpec:
     """Check a search config (already loaded from YAML) and resolve its paths.
 
     The fit config (``fit``, or keys at the top level) may use the reference's ``ae_model.json``
-    keys (see :mod:`psvae.reference`); their list values become the stages.
+    keys (see :mod:`psvae.reference`); their list values become the stages. ``notes``, when
+    given, receives one line per adjustment of the fit config (see ``FitConfig.from_layers``).
     """
     from psvae import reference
 
@@ -364,6 +368,8 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
     data = raw.get("data")
+    if data is None:
+        raise ConfigError(f"{source}: no data: list the session files under data:, or give --data FILE ...")
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data or not all(isinstance(p, str) for p in data):
@@ -388,7 +394,9 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         n_labels = label_count(paths[0]) if "n_ae_latents" in merged else None
         fit_raw, sweeps = reference.from_reference(merged, source, n_labels)
         ref_fixed = {reference.KEYS[k] for k in merged if k in reference.KEYS} - set(sweeps)
-    base = FitConfig.from_mapping(fit_raw, source=f"{source}: fit")
+    base, fit_notes = FitConfig.from_layers([(f"{source}: fit", fit_raw)])
+    if notes is not None:
+        notes.extend(fit_notes)
 
     fixed: dict[str, float | None] = {}
     for name in ("alpha", "beta"):
@@ -462,7 +470,15 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     return spec
 
 
-def load_spec(path: str | Path, alpha: float | None = None, beta: float | None = None) -> SearchSpec:
+def load_spec(
+    path: str | Path,
+    alpha: float | None = None,
+    beta: float | None = None,
+    data: Sequence[str] | None = None,
+    notes: list[str] | None = None,
+) -> SearchSpec:
+    """Read a search config. ``data`` (paths relative to the current directory) supplies or
+    replaces its ``data:``, so one config serves many datasets (``--data``)."""
     path = Path(path)
     raw = yaml_io.read(path, "search config") or {}
     if not isinstance(raw, Mapping):
@@ -472,4 +488,6 @@ def load_spec(path: str | Path, alpha: float | None = None, beta: float | None =
         raw["alpha"] = alpha
     if beta is not None:
         raw["beta"] = beta
-    return parse_spec(raw, str(path), path.parent)
+    if data:
+        raw["data"] = [os.path.abspath(p) for p in data]  # checked and resolved by parse_spec
+    return parse_spec(raw, str(path), path.parent, notes)
