@@ -14,6 +14,7 @@ import json
 import math
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from psvae.errors import UserError
 from psvae.files import staged_dir
 from psvae.model import PSVAE
 from psvae.paths import missing_reason
+from psvae.provenance import collect as collect_provenance
 
 BUNDLE_FORMAT = "psvae-bundle"
 BUNDLE_VERSION = 1
@@ -52,10 +54,17 @@ class Encoded:
 class FittedModel:
     """A trained network with its label statistics, on the CPU unless moved."""
 
-    def __init__(self, network: PSVAE, config: FitConfig, label_stats: LabelStats) -> None:
+    def __init__(
+        self,
+        network: PSVAE,
+        config: FitConfig,
+        label_stats: LabelStats,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
         self.network = network.eval()
         self.config = config
         self.label_stats = label_stats
+        self.provenance = provenance  # version, commit and data files it was fit on; None if unrecorded
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -136,9 +145,14 @@ def save_bundle(
     config: FitConfig,
     label_stats: LabelStats,
     extra: dict[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle to ``out_dir``, which must not exist yet. Written to a temporary
-    directory beside it first and renamed, so a bundle is either whole or absent."""
+    directory beside it first and renamed, so a bundle is either whole or absent.
+
+    ``provenance`` (from :func:`psvae.provenance.collect`, with the data files hashed once by
+    the caller) is recorded in ``config.json``; without it the package version and source
+    commit are recorded, and no data files."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise UserError(f"{out_dir}: already exists; choose another directory")
@@ -154,6 +168,7 @@ def save_bundle(
             "n_background": network.n_background,
             "n_unsupervised": network.n_unsupervised,
             "config": config.flat(),
+            "provenance": dict(provenance) if provenance is not None else collect_provenance(),
             **(extra or {}),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -281,4 +296,5 @@ def load_model(path: str | Path, device: str = "cpu") -> FittedModel:
             f"{weights}: does not match the network that {meta_path.name} describes ({detail}); "
             "the two files come from different models"
         ) from None
-    return FittedModel(network.to(device), config, stats)
+    recorded = meta.get("provenance")
+    return FittedModel(network.to(device), config, stats, recorded if isinstance(recorded, dict) else None)

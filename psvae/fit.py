@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from psvae import paths
+from psvae import paths, provenance
 from psvae.config import FitConfig
 from psvae.data import load_data
 from psvae.errors import DataError, UserError
@@ -129,6 +129,7 @@ def run_fit(
     data = load_data(
         data_paths, cfg.data.split, cfg.data.split_seed, per_session=FAMILY[cfg.model.model_class].background
     )
+    record = provenance.collect(data_paths)  # the files as they were read
     trainer = Trainer(cfg, data)
     if resume:
         _restore(trainer, out_dir / CHECKPOINT, out_dir)
@@ -158,6 +159,7 @@ def run_fit(
             cfg,
             data.label_stats,
             extra={"best_epoch": summary.best_epoch, "status": summary.status},
+            provenance=record,
         )
     write_json_atomic(
         out_dir / "summary.json",

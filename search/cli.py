@@ -329,14 +329,52 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------
+EXAMPLES: dict[str, str] = {
+    "synthetic": "psvae synthetic --out data.h5\n  psvae synthetic --sessions 3 --out sessions/",
+    "fit": "psvae fit --data data.h5 --config fit.yaml --set train.epochs=50 --out fits/a",
+    "encode": "psvae encode --model fits/a/model --data data.h5 --out latents.parquet",
+    "search": "psvae search --config configs/cpu.yaml --data sessions/*.h5 --run-id mice-1",
+    "resume": "psvae resume runs/mice-1",
+    "status": "psvae status runs/mice-1",
+    "export": "psvae export runs/mice-1 --out chosen-model",
+    "submit": "psvae submit --address http://HOST:8265 --config search.yaml --storage /shared/runs",
+    "jobs": "psvae jobs logs JOB_ID --address http://HOST:8265 --follow",
+    "token": "psvae token --out ~/.ray/my-cluster.token",
+    "report": "psvae report runs/mice-1",
+    "demo": "psvae demo --quick",
+}
+"""One example per subcommand, shown at the end of its --help."""
+
+
+class _Version(argparse.Action):
+    """``--version``: the package version and the source commit, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and source commit, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from psvae.provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="psvae", description="Fit and search Partitioned Subspace VAEs on behavioural video."
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=text, description=text)
+        example = EXAMPLES.get(name)
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=f"example:\n  {example}" if example else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
