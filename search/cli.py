@@ -181,6 +181,42 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(flag: str, text: str | None, sep: str, n: int, shape: str) -> tuple[int, ...] | None:
+    """``--crop 10,20,200,160`` -> (10, 20, 200, 160); a malformed value is a one-line UserError."""
+    if text is None:
+        return None
+    parts = text.lower().split(sep)
+    if len(parts) != n or not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"{flag} {text}: expected {shape}")
+    return tuple(int(p) for p in parts)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from psvae.dlc import ImportOptions, import_sessions
+
+    videos, labels = args.video or [], args.labels or []
+    if len(videos) != len(labels):
+        raise UserError(
+            f"{len(videos)} --video and {len(labels)} --labels: give each video its predictions, "
+            "--video V --labels L for every session"
+        )
+    crop = _ints("--crop", args.crop, ",", 4, "X,Y,WIDTH,HEIGHT in the video's pixels, e.g. 40,0,320,320")
+    size = _ints("--size", args.size, "x", 2, "WIDTHxHEIGHT, e.g. 128x128")
+    options = ImportOptions(
+        trial_frames=args.trial_frames,
+        crop=crop,  # type: ignore[arg-type]
+        size=size,  # type: ignore[arg-type]
+        grayscale=args.grayscale,
+        likelihood=args.likelihood,
+        bodyparts=tuple(args.bodyparts) if args.bodyparts else None,
+    )
+    for summary in import_sessions(
+        list(zip(videos, labels, strict=True)), args.out, options, force=args.force
+    ):
+        print(summary.line())
+    return 0
+
+
 def _run_id(text: str) -> str:
     """argparse type of --run-id: one plain name inside the storage, never a path."""
     from search.rundir import check_run_id
@@ -333,6 +369,8 @@ EXAMPLES: dict[str, str] = {
     "synthetic": "psvae synthetic --out data.h5\n  psvae synthetic --sessions 3 --out sessions/",
     "fit": "psvae fit --data data.h5 --config fit.yaml --set train.epochs=50 --out fits/a",
     "encode": "psvae encode --model fits/a/model --data data.h5 --out latents.parquet",
+    "import": "psvae import --video m1.mp4 --labels m1DLC_resnet50.csv --video m2.mp4 --labels m2DLC.h5 \\\n"
+    "      --crop 40,0,400,400 --size 128x128 --grayscale --out sessions/",
     "search": "psvae search --config configs/cpu.yaml --data sessions/*.h5 --run-id mice-1",
     "resume": "psvae resume runs/mice-1",
     "status": "psvae status runs/mice-1",
@@ -403,6 +441,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, nargs="+", help="one or more HDF5 files")
     p.add_argument("--out", required=True, help="the Parquet file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    p = add("import", cmd_import, "Turn videos and their DeepLabCut predictions into session files (HDF5).")
+    p.add_argument("--video", action="append", metavar="VIDEO", help="a video (any format FFmpeg reads)")
+    p.add_argument(
+        "--labels",
+        action="append",
+        metavar="PREDICTIONS",
+        help="DeepLabCut's predictions for the video given before it (CSV or HDF5); the n-th "
+        "--labels belongs to the n-th --video",
+    )
+    p.add_argument("--out", required=True, help="the folder to write VIDEO_STEM.h5 into (created)")
+    p.add_argument("--trial-frames", type=int, default=100, help="frames per trial (default 100)")
+    p.add_argument("--crop", metavar="X,Y,W,H", help="keep this rectangle of each frame (video pixels)")
+    p.add_argument("--size", metavar="WxH", help="resize the (cropped) frames to this size")
+    p.add_argument("--grayscale", action="store_true", help="one channel instead of RGB")
+    p.add_argument(
+        "--likelihood",
+        type=float,
+        default=0.9,
+        help="mask a body part's labels in frames where its likelihood is below this (default 0.9)",
+    )
+    p.add_argument("--bodyparts", nargs="+", metavar="NAME", help="only these body parts, in this order")
+    p.add_argument("--force", action="store_true", help="replace session files psvae import wrote before")
 
     def add_search_args(p: argparse.ArgumentParser) -> None:
         """What psvae search and psvae submit both take."""
