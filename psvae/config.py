@@ -254,7 +254,9 @@ class FitConfig:
     def from_yaml(cls, path: str | Path, n_labels: Callable[[], int] | None = None) -> FitConfig:
         """Read a YAML (or JSON) file of our keys or of the reference's ``ae_model.json`` keys
         (see :mod:`psvae.reference`); ``n_labels`` counts the data's labels when the file gives
-        ``n_ae_latents``."""
+        ``n_ae_latents``. The keys are taken as they are; the command line reads files with
+        :func:`read_config_file` and :meth:`from_layers`, which also scales the anneal epochs of
+        a shortened schedule."""
         return cls.from_mapping(read_config_file(path, n_labels), source=str(path))
 
 
