@@ -2,36 +2,55 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
 
-from psvae import synthetic
+from psvae import synthetic, yaml_io
+from psvae.config import FitConfig
 from psvae.errors import UserError
 from search.rundir import check_run_id
 
-# The guide's stages on the built-in 64x64 data with a CPU-sized schedule; the default
-# network is kept. The paper's lr 1e-4 and 100 annealing epochs are for hours on a GPU.
-DEMO: dict[str, Any] = {
-    "trials": 40,
-    "fit": {"train": {"epochs": 8, "lr": 1e-3, "batch_size": 128}, "loss": {"anneal_epochs": 2}},
-    "stages": [
-        {"name": "alpha", "values": [50, 100, 500, 1000]},
-        {"name": "beta", "values": [1, 5, 10, 20]},
-        {"name": "seeds", "values": [0, 1, 2]},
-    ],
-}
-QUICK: dict[str, Any] = {
-    "trials": 10,
-    "fit": {"train": {"epochs": 2, "lr": 1e-3, "batch_size": 128}, "loss": {"anneal_epochs": 1}},
-    "stages": DEMO["stages"],
-}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+"""The shipped search configs (cpu.yaml, gpu.yaml), beside the package in the repository: an
+editable install (``pip install -e .``, as the README installs it) finds them."""
+
+
+def shipped_config(name: str) -> dict[str, Any]:
+    """A shipped search config, ``configs/<name>``, as its mapping (its fit schedule nested)."""
+    raw = yaml_io.read(CONFIGS / name, "search config")
+    if not isinstance(raw, dict) or not isinstance(raw.get("fit"), dict):
+        raise UserError(f"{CONFIGS / name}: expected a search config with a fit: mapping")
+    return raw
+
+
+def shortened(fit: dict[str, Any], epochs: int, source: str) -> dict[str, Any]:
+    """``fit`` (nested sections) run for ``epochs`` epochs, its anneal epochs scaled with them as
+    ``psvae fit --set train.epochs=N`` would scale them."""
+    cfg, _ = FitConfig.from_layers([(source, fit), ("--quick", {"train.epochs": epochs})])
+    out = copy.deepcopy(fit)
+    out.setdefault("train", {})["epochs"] = epochs
+    out.setdefault("loss", {})["anneal_epochs"] = cfg.loss.anneal_epochs
+    return out
+
+
+# The guide's stages on the built-in 64x64 data with the CPU schedule of configs/cpu.yaml; the
+# default network is kept. The paper's lr 1e-4 and 100 annealing epochs are for hours on a GPU.
+CPU = shipped_config("cpu.yaml")
+STAGES: list[dict[str, Any]] = [
+    {"name": "alpha", "values": [50, 100, 500, 1000]},
+    {"name": "beta", "values": [1, 5, 10, 20]},
+    {"name": "seeds", "values": [0, 1, 2]},
+]
+DEMO: dict[str, Any] = {"trials": 40, "fit": CPU["fit"], "stages": STAGES}
+QUICK: dict[str, Any] = {"trials": 10, "fit": shortened(CPU["fit"], 2, "configs/cpu.yaml"), "stages": STAGES}
 # The multi-session model on built-in sessions that differ in their static background: alpha
 # (beta = 1, delta = 50), then beta x delta, then seeds. Shorter trials keep it CPU-sized.
 MSPS_FIT: dict[str, Any] = {
     "model": {"model_class": "msps-vae", "n_background": 3},
-    "train": {"epochs": 8, "lr": 1e-3, "batch_size": 128, "n_sessions_per_batch": 2},
-    "loss": {"anneal_epochs": 2},
+    "train": {**CPU["fit"]["train"], "n_sessions_per_batch": 2},
+    "loss": dict(CPU["fit"].get("loss", {})),
 }
 MSPS_STAGES: list[dict[str, Any]] = [
     {"name": "alpha", "values": [50, 100, 500, 1000]},
@@ -49,7 +68,7 @@ QUICK_MSPS: dict[str, Any] = {
     "sessions": 3,
     "trials": 10,
     "frames": 20,
-    "fit": {**MSPS_FIT, "train": {**MSPS_FIT["train"], "epochs": 2}, "loss": {"anneal_epochs": 1}},
+    "fit": shortened(MSPS_FIT, 2, "configs/cpu.yaml"),
     "stages": MSPS_STAGES,
 }
 PLANS = {
@@ -78,7 +97,9 @@ def write_inputs(run_dir: Path, model: str = "ps-vae", quick: bool = False) -> P
         data = synthetic.write(inputs / "synthetic.h5", synthetic.SyntheticSpec(n_trials=plan["trials"]))
         names, shown = [data.name], str(data)
     config = inputs / "search.yaml"
-    config.write_text(yaml.safe_dump({"data": names, "fit": plan["fit"], "stages": plan["stages"]}))
+    resources = CPU.get("resources", {})
+    search = {"data": names, "fit": plan["fit"], "resources": resources, "stages": plan["stages"]}
+    config.write_text(yaml.safe_dump(search))
     print(f"built-in data: {shown}\nsearch config: {config}")
     return config
 

@@ -22,15 +22,15 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from psvae.config import FitConfig
-from psvae.errors import ConfigError
+from psvae import yaml_io
+from psvae.config import SEED_MAX, FitConfig
+from psvae.errors import ConfigError, DataError
 from psvae.family import DEFAULT_CLASS, FAMILY, SELECTIVE_KEYS, classes_reading
 
 # stage name -> (the fit-config key it varies, the default values, the default rule)
@@ -204,6 +204,21 @@ def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
     return float(value)
 
 
+def _check_rule_params(source: str, where: str, rule: str, params: Mapping[str, Any]) -> None:
+    """A rule's parameters are checked here rather than when its stage ends, hours later: each
+    must be one the rule takes, and (every rule's parameter is a tolerance) a finite number >= 0."""
+    from search.selection import rule_params
+
+    accepted = rule_params(rule)
+    for name, value in params.items():
+        if name not in accepted:
+            raise ConfigError(
+                f"{source}: {where}.rule_params.{name}: not a parameter of rule {rule} "
+                f"(it takes: {', '.join(accepted) or 'no parameters'})"
+            )
+        _number(source, f"{where}.rule_params.{name}", value)
+
+
 def _parse_stage(
     source: str, i: int, raw: Any, fixed: dict[str, float | None], model_class: str = DEFAULT_CLASS
 ) -> StageSpec | None:
@@ -282,8 +297,10 @@ def _parse_stage(
         )
     for j, v in enumerate(values):
         if name == "seeds":
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{source}: {where}.values[{j}] = {v!r}: seeds are integers >= 0")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= SEED_MAX:
+                raise ConfigError(
+                    f"{source}: {where}.values[{j}] = {v!r}: seeds are integers from 0 to 2**64 - 1"
+                )
         elif name in STAGE_KINDS:
             _number(source, f"{where}.values[{j}] ({key})", v)
     values = (
@@ -308,6 +325,7 @@ def _parse_stage(
     params = raw.get("rule_params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
+    _check_rule_params(source, where, rule, params)
     cross: tuple[str, tuple[Any, ...]] | None = None
     if cross_kind is not None:
         cross_key, cross_default, cross_name = cross_kind
@@ -363,11 +381,14 @@ def stages_from_sweeps(sweeps: dict[str, list[Any]], base: FitConfig) -> list[di
     return stages
 
 
-def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpec:
+def parse_spec(
+    raw: Mapping[str, Any], source: str, base_dir: Path, notes: list[str] | None = None
+) -> SearchSpec:
     """Check a search config (already loaded from YAML) and resolve its paths.
 
     The fit config (``fit``, or keys at the top level) may use the reference's ``ae_model.json``
-    keys (see :mod:`psvae.reference`); their list values become the stages.
+    keys (see :mod:`psvae.reference`); their list values become the stages. ``notes``, when
+    given, receives one line per adjustment of the fit config (see ``FitConfig.from_layers``).
     """
     from psvae import reference
 
@@ -379,11 +400,15 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
     data = raw.get("data")
+    if data is None:
+        raise ConfigError(f"{source}: no data: list the session files under data:, or give --data FILE ...")
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data or not all(isinstance(p, str) for p in data):
         raise ConfigError(f"{source}: data = {data!r}: expected a list of HDF5 files")
-    paths = tuple(str((base_dir / p).resolve()) for p in data)
+    from psvae import paths as input_paths
+
+    paths = tuple(str(input_paths.resolve(base_dir / p, DataError)) for p in data)
     from psvae.data import frame_shape_of
 
     for p in paths:  # a missing or malformed file fails here, before Ray starts
@@ -401,7 +426,9 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         n_labels = label_count(paths[0]) if "n_ae_latents" in merged else None
         fit_raw, sweeps = reference.from_reference(merged, source, n_labels)
         ref_fixed = {reference.KEYS[k] for k in merged if k in reference.KEYS} - set(sweeps)
-    base = FitConfig.from_mapping(fit_raw, source=f"{source}: fit")
+    base, fit_notes = FitConfig.from_layers([(f"{source}: fit", fit_raw)])
+    if notes is not None:
+        notes.extend(fit_notes)
 
     fixed: dict[str, float | None] = {}
     for name in ("alpha", "beta"):
@@ -479,14 +506,17 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     return spec
 
 
-def load_spec(path: str | Path, alpha: float | None = None, beta: float | None = None) -> SearchSpec:
+def load_spec(
+    path: str | Path,
+    alpha: float | None = None,
+    beta: float | None = None,
+    data: Sequence[str] | None = None,
+    notes: list[str] | None = None,
+) -> SearchSpec:
+    """Read a search config. ``data`` (paths relative to the current directory) supplies or
+    replaces its ``data:``, so one config serves many datasets (``--data``)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such search config")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    raw = yaml_io.read(path, "search config") or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of search-config keys")
     raw = dict(raw)
@@ -494,4 +524,6 @@ def load_spec(path: str | Path, alpha: float | None = None, beta: float | None =
         raw["alpha"] = alpha
     if beta is not None:
         raw["beta"] = beta
-    return parse_spec(raw, str(path), path.parent)
+    if data:
+        raw["data"] = [os.path.abspath(p) for p in data]  # checked and resolved by parse_spec
+    return parse_spec(raw, str(path), path.parent, notes)

@@ -61,7 +61,7 @@ BAD_DATA = {
     ),
     "zero variance": (
         lambda g: [v.__setitem__((slice(None), 1), 3.5) for v in g["labels"].values()],
-        r"labels column 1 \(label_1\) has zero variance.*3\.5",
+        r"labels column 1 \(1\) has zero variance.*3\.5",
     ),
     "inf label": (
         lambda g: g["labels"]["trial_0004"].__setitem__((6, 0), -np.inf),
