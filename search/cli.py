@@ -298,7 +298,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     cluster = jobs.connect(args.address, insecure=args.insecure)
     run_id = args.run_id or new_run_id()
     storage = args.storage.rstrip("/")
-    job_id = jobs.submit(cluster, Path(args.config), run_id, storage, alpha=args.alpha, beta=args.beta)
+    job_id = jobs.submit(
+        cluster, Path(args.config), run_id, storage, alpha=args.alpha, beta=args.beta, data=args.data
+    )
     flags = f"--address {args.address}" + (" --insecure" if args.insecure else "")
     print(
         f"submitted job {job_id}\n"
@@ -458,15 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
         p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
+        p.add_argument(
+            "--data",
+            nargs="+",
+            metavar="FILE",
+            help="the session files (HDF5), relative to the current directory; replace the config's data:",
+        )
 
     p = add("search", cmd_search, "Run the staged alpha -> beta -> seeds search on Ray Tune.")
     add_search_args(p)
-    p.add_argument(
-        "--data",
-        nargs="+",
-        metavar="FILE",
-        help="the session files (HDF5), relative to the current directory; replace the config's data:",
-    )
     p.add_argument("--storage", help="where run directories live: a folder (default ./runs), s3:// or gs://")
     p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
 

@@ -108,8 +108,12 @@ def open_run(spec: SearchSpec, storage: Storage, run_id: str) -> RunDir:
     return run
 
 
-def check_or_create(run: RunDir, spec: SearchSpec, provenance: dict[str, Any] | None = None) -> Manifest:
-    """The run's manifest, checked against ``spec``; created for a new run. Call with the lock held."""
+def check_or_create(run: RunDir, spec: SearchSpec) -> Manifest:
+    """The run's manifest, checked against ``spec``; created for a new run, with what produced
+    it (package version, source commit, each data file's size and SHA-256). Call with the lock
+    held."""
+    from psvae.provenance import collect
+
     recorded = spec.relative_to(run.local)
     if run.manifest_path.is_file():
         manifest = run.read()
@@ -131,7 +135,7 @@ def check_or_create(run: RunDir, spec: SearchSpec, provenance: dict[str, Any] | 
         spec=recorded.to_dict(),
         stages={},
         created=now(),
-        provenance=provenance,
+        provenance=collect(spec.data),
     )
     run.write(manifest)
     return manifest
@@ -237,7 +241,7 @@ def _trial_dirname(trial: Any) -> str:
     return f"{trial.config.get('stage', 'trial')}-{trial.trial_id}"
 
 
-def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any]) -> Any:
+def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: dict[str, Any] | None) -> Any:
     """The run's Tuner: restored from its experiment when there is one, else new."""
     from ray import tune
 
@@ -252,7 +256,11 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any]) -> Any:
         return tune.Tuner.restore(run.experiment, trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
-        param_space={"base": trial_base(spec), "checkpoint_every_s": spec.checkpoint_every_s},
+        param_space={
+            "base": trial_base(spec),
+            "checkpoint_every_s": spec.checkpoint_every_s,
+            "provenance": provenance,  # recorded in every trial's model bundle
+        },
         tune_config=tune.TuneConfig(
             search_alg=searcher_class(),
             num_samples=-1,  # the plan says when it is over
@@ -296,11 +304,9 @@ def run_search(
     address: str | None = None,
     show: Callable[[str], None] = print,
     observers: Sequence[ObserverFactory] = (),
-    provenance: Callable[[], dict[str, Any]] | None = None,
 ) -> RunDir:
     """Run or resume the staged search; returns its run directory. ``observers``: factories of
-    what watches the run (given its directory); ``provenance``: what produced it, recorded
-    once in a new run's manifest."""
+    what watches the run (given its directory)."""
     global _ENGINE
     import ray
 
@@ -309,7 +315,7 @@ def run_search(
     run = open_run(spec, storage, run_id)
     lock = run.lock()
     try:
-        manifest = check_or_create(run, spec, provenance() if provenance else None)
+        manifest = check_or_create(run, spec)
         log = RunLog(run, show)
         log(f"run directory: {run.location}")
         if manifest.status == "done":
@@ -337,7 +343,7 @@ def run_search(
         )
         engine = StagedSearch(spec, run, manifest, log, watchers)
         with _quiet_tune():
-            tuner = _tuner(spec, run, data.to_arrays())
+            tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance)
             _ENGINE = engine
             started = time.perf_counter()
             try:

@@ -26,14 +26,35 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _folder(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 2)[-2]
+
+
 def last_reports(experiment: str) -> dict[str, dict[str, Any] | None]:
     """Trial id -> its last report (or None before its first), from Tune's result files of an
-    experiment (a local folder or a URI)."""
+    experiment (a local folder or a URI).
+
+    A trial whose reports have not reached its result file (its worker wrote a checkpoint and
+    the driver was killed before logging the report) is described from its config
+    (``params.json``) and its newest checkpoint's epochs instead."""
+    results = {_folder(p): p for p in list_files(experiment, "result.json")}
+    params = {_folder(p): p for p in list_files(experiment, "params.json")}
+    histories: dict[str, str] = {}
+    for history in list_files(experiment, "history.json"):  # <trial>/checkpoint_NNNNNN/history.json
+        trial = history.replace("\\", "/").rsplit("/", 3)[-3]
+        histories[trial] = max(histories.get(trial, ""), history)
     out: dict[str, dict[str, Any] | None] = {}
-    for result_file in list_files(experiment, "result.json"):
-        lines = [line for line in read_text(result_file).splitlines() if line.strip()]
-        folder = result_file.replace("\\", "/").rsplit("/", 2)[-2]
-        last = json.loads(lines[-1]) if lines else None
+    for folder in sorted(set(results) | set(params)):
+        lines = (
+            [line for line in read_text(results[folder]).splitlines() if line.strip()]
+            if folder in results
+            else []
+        )
+        last: dict[str, Any] | None = json.loads(lines[-1]) if lines else None
+        if last is None and folder in params:
+            last = {"config": json.loads(read_text(params[folder]))}
+            if folder in histories:
+                last["epoch"] = len(json.loads(read_text(histories[folder]))) - 1
         trial_id = str(last.get("trial_id")) if last and last.get("trial_id") else folder.split("-", 1)[-1]
         out[trial_id] = last
     return out
@@ -56,7 +77,7 @@ class TrialState:
 
 
 def _running(last: dict[str, Any] | None) -> dict[str, Any]:
-    if last is None:
+    if last is None or "epoch" not in last:
         return {"state": "started"}
     epoch = int(last.get("epoch", -1)) + 1
     epochs = int(

@@ -96,5 +96,6 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
                 fit_config,
                 frames.label_stats,
                 extra={"best_epoch": summary.best_epoch, "status": summary.status},
+                provenance=config.get("provenance"),
             )
         tune.report({**final, "done": True}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -285,7 +285,7 @@ def test_a_failed_trial_is_listed_and_the_report_still_renders(
     record["decision"] = decision | {"checkpoint": record["decision"]["checkpoint"]}
     write_json_atomic(run_dir / "manifest.json", manifest)
     (run_dir / "notes.txt").write_text("mine")
-    (run_dir / "report").mkdir()
+    shutil.copytree(demo_run / "report", run_dir / "report")  # an earlier report of the run's
     (run_dir / "report" / "stale.html").write_text("an older report")
 
     index = report.write_report(run_dir)
