@@ -37,7 +37,7 @@ from search.rundir import (
 )
 from search.scheduler import FINISHED, Observer, StagedSearch, TrialOutcome, fixed_records, trial_base
 from search.spec import SearchSpec
-from search.storage import Storage, check_shared_storage
+from search.storage import REMOTE_FILE, Storage, check_shared_storage
 
 LOOPBACK = "127.0.0.1"
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -101,7 +101,8 @@ def open_run(spec: SearchSpec, storage: Storage, run_id: str) -> RunDir:
     local = storage.local / run_id
     run = RunDir(local, storage.run_location(run_id), run_id, storage if storage.remote else None)
     if not run.manifest_path.is_file() and local.exists():
-        foreign = not local.is_dir() or any(p.name not in (INPUTS, LOCK) for p in local.iterdir())
+        ours = (INPUTS, LOCK, REMOTE_FILE)  # what a run folder may hold before its manifest
+        foreign = not local.is_dir() or any(p.name not in ours for p in local.iterdir())
         if foreign:
             raise UserError(f"{run.location}: exists and is not a search run; choose another --run-id")
     local.mkdir(parents=True, exist_ok=True)

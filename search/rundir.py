@@ -35,7 +35,7 @@ from typing import Any
 
 from psvae.errors import UserError
 from psvae.files import jsonable, write_json_atomic
-from search.storage import check_run_id, exists, filesystem, is_uri, resolve_storage, split_run
+from search.storage import REMOTE_FILE, check_run_id, exists, filesystem, is_uri, resolve_storage, split_run
 
 MANIFEST = "manifest.json"
 # 1: one Tune experiment per stage (<run>/<stage>/); 2: one experiment per run (<run>/tune/),
@@ -258,11 +258,22 @@ class RunDir:
             store.pull(run_id)
             run = cls(store.local / run_id, text, run_id, store)
         else:
-            path = Path(text).expanduser().resolve()
-            run = cls(path, str(path), run_id)
+            run = cls.at(Path(text))
         if not (run.local / MANIFEST).is_file():
             raise UserError(f"{location}: not a search run directory (no {MANIFEST})")
         return run
+
+    @classmethod
+    def at(cls, folder: Path) -> RunDir:
+        """The run whose driver files are in the local ``folder``: the run itself, or the mirror
+        of a run on an object store (which says where its run is); nothing is fetched."""
+        path = folder.expanduser().resolve()
+        remote = path / REMOTE_FILE
+        if remote.is_file():
+            location = remote.read_text().strip()
+            root, run_id = split_run(location)
+            return cls(path, location, run_id, resolve_storage(root))
+        return cls(path, str(path), check_run_id(path.name, f"{path}: the run folder's name"))
 
     # paths
     @property

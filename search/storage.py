@@ -31,6 +31,7 @@ RUN_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_RUN_ID - 1}}}")
 This excludes '/', '..', absolute paths, empty names and control characters by construction."""
 # what the driver writes itself, relative to a run directory; Tune's experiments are not here
 DRIVER_FILES = ("manifest.json", "results", "optuna.journal")
+REMOTE_FILE = ".remote"  # in a mirror of a run on an object store: the run's URI
 
 
 def check_run_id(run_id: object, source: str = "--run-id") -> str:
@@ -158,6 +159,9 @@ class Storage:
             source = f"{self.root}/{run_id}/{name}"
             if exists(source):
                 _download(source, local / name)
+        # the mirror says where its run lives, so that what reads the mirror alone (the report,
+        # rebuilt in a child process) finds the run's checkpoints in the bucket
+        (local / REMOTE_FILE).write_text(f"{self.root}/{run_id}\n")
 
     def push(self, run_id: str, relative: str) -> None:
         """Upload one finished file or folder of the run's driver files."""

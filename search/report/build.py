@@ -31,7 +31,7 @@ from psvae.files import staged_dir
 from search.report import figures
 from search.report import model as report_model
 from search.report.page import render_page
-from search.rundir import BUNDLE, EXPERIMENT, OPTUNA_JOURNAL, read_manifest
+from search.rundir import BUNDLE, EXPERIMENT, OPTUNA_JOURNAL, RunDir, read_manifest
 from search.status import last_reports
 from search.storage import fetch_dir, is_uri
 
@@ -137,21 +137,17 @@ def html_table(
     return f'<div class="table-wrap">{table}</div>'
 
 
-def local_checkpoint(path: str, run_dir: Path) -> Path:
-    """A checkpoint path from the manifest; for a run directory that was moved, the same
-    ``<stage>/<trial>/<checkpoint>`` inside ``run_dir``. On an object store (a URI) its model
-    bundle is fetched once into the run's local mirror."""
+def local_checkpoint(recorded: str, run_dir: Path) -> Path:
+    """A checkpoint from the manifest or the results (relative to the run; older runs: a path
+    or URI) as a local folder. A run on an object store has its model bundle fetched once into
+    the run's local mirror."""
+    path = RunDir.at(run_dir).checkpoint(recorded)
     if is_uri(path):
         local = run_dir / ".checkpoints" / Path(*path.rstrip("/").split("/")[-3:])
         if not (local / BUNDLE).is_dir():
             fetch_dir(f"{path.rstrip('/')}/{BUNDLE}", local / BUNDLE)
         return local
-    recorded = Path(path)
-    if not recorded.is_absolute():  # relative to the run: this engine's
-        return run_dir / recorded
-    if recorded.exists():
-        return recorded
-    return run_dir.joinpath(*recorded.parts[-3:])
+    return Path(path)
 
 
 def stage_values(stage: dict[str, Any], trials: pd.DataFrame, key: str | None = None) -> pd.Series:
