@@ -238,6 +238,17 @@ def _outcome(trial: Any, failed: bool | None = None) -> TrialOutcome:
     )
 
 
+def _resources(config: dict[str, Any]) -> Any:
+    """A trial's resources: the search's per-trial CPUs and GPUs, or more CPUs for a stage's
+    last trials (their config says how many; see ``scheduler.tail_shares``)."""
+    from ray.tune import PlacementGroupFactory
+
+    bundle = {"CPU": float(config.get("resources", {}).get("cpu", config["cpus_per_trial"]))}
+    if config["gpus_per_trial"]:
+        bundle["GPU"] = float(config["gpus_per_trial"])
+    return PlacementGroupFactory([bundle])
+
+
 def _trial_dirname(trial: Any) -> str:
     return f"{trial.config.get('stage', 'trial')}-{trial.trial_id}"
 
@@ -251,7 +262,7 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
     searcher_class, events_class = _tune_classes()
     trainable = tune.with_resources(
         tune.with_parameters(train_psvae, data=arrays),  # the dataset goes into the object store once
-        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+        _resources,
     )
     if tune.Tuner.can_restore(run.experiment):
         return tune.Tuner.restore(run.experiment, trainable=trainable, resume_errored=True)
@@ -261,6 +272,8 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
             "base": trial_base(spec),
             "checkpoint_every_s": spec.checkpoint_every_s,
             "provenance": provenance,  # recorded in every trial's model bundle
+            "cpus_per_trial": spec.resources.cpus_per_trial,
+            "gpus_per_trial": spec.resources.gpus_per_trial,
         },
         tune_config=tune.TuneConfig(
             search_alg=searcher_class(),
@@ -289,13 +302,25 @@ def _quiet_tune() -> Iterator[None]:
         ("RAY_AIR_NEW_OUTPUT", "0"),
         ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
         ("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1"),
-        ("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "0"),
     ):
         os.environ.setdefault(key, value)
     yield
 
 
 ObserverFactory = Callable[[RunDir], Observer]
+
+
+def _slots(spec: SearchSpec) -> int:
+    """How many CPU-only trials of the default size the cluster runs at once (1 for GPU
+    trials: a stage's last trials are widened only by CPUs)."""
+    import ray
+
+    if spec.resources.gpus_per_trial:
+        return 1
+    slots = int(ray.cluster_resources().get("CPU", 0) // spec.resources.cpus_per_trial)
+    if spec.resources.max_concurrent:
+        slots = min(slots, spec.resources.max_concurrent)
+    return max(1, slots)
 
 
 def run_search(
@@ -342,7 +367,7 @@ def run_search(
             base.data.split_seed,
             per_session=FAMILY[base.model.model_class].background,
         )
-        engine = StagedSearch(spec, run, manifest, log, watchers)
+        engine = StagedSearch(spec, run, manifest, log, watchers, slots=_slots(spec))
         with _quiet_tune():
             tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance)
             _ENGINE = engine

@@ -111,7 +111,7 @@ class _Trial:
 class _Stage:
     spec: StageSpec
     fixed: dict[str, Any]
-    queue: list[tuple[dict[str, Any], dict[str, Any]]]  # (overrides, full fit) not yet suggested
+    queue: list[tuple[dict[str, Any], dict[str, Any], float | None]]  # (overrides, full fit, CPUs) to suggest
     trials: list[str] = field(default_factory=list)  # Tune trial ids, in suggestion order
     reused: list[dict[str, Any]] = field(default_factory=list)  # rows reused from earlier stages
     epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -125,9 +125,29 @@ def trial_base(spec: SearchSpec) -> dict[str, Any]:
     return {**spec.fit, "train.num_threads": max(1, int(spec.resources.cpus_per_trial))}
 
 
+# keys that change how fast a fit runs, not what it fits (the numbers can differ in their last
+# digits with the thread count, as they do between machines)
+RUNTIME_FIT_KEYS = ("train.num_threads",)
+
+
 def fit_key(fit: dict[str, Any]) -> str:
     """Two trials with the same key fit the same model (the data is the search's)."""
-    return json.dumps(fit, sort_keys=True)
+    return json.dumps({k: v for k, v in fit.items() if k not in RUNTIME_FIT_KEYS}, sort_keys=True)
+
+
+def tail_shares(n_trials: int, slots: int) -> list[int]:
+    """How many trial slots each of a stage's ``n_trials`` trials takes, in order, so that the
+    stage's last wave leaves no slot idle: the trials that would run alone at the end get the
+    idle slots' CPUs (and threads) from their start. E.g. 3 trials on 2 slots: [1, 1, 2]; 1 on
+    2: [2]; 4 on 2: [1, 1, 1, 1]; 5 on 4: [1, 1, 1, 1, 4]."""
+    if slots <= 1 or n_trials == 0:
+        return [1] * n_trials
+    if n_trials < slots:
+        return [slots // n_trials] * n_trials
+    rest = n_trials % slots
+    if rest == 0:
+        return [1] * n_trials
+    return [1] * (n_trials - rest) + [slots // rest] * rest
 
 
 class StagedSearch:
@@ -138,8 +158,12 @@ class StagedSearch:
         manifest: Manifest,
         log: Callable[[str], None] = print,
         observers: Sequence[Observer] = (),
+        slots: int = 1,
     ) -> None:
+        """``slots``: how many trials of the default size run at once (1: never widen a stage's
+        last trials)."""
         self.spec = spec
+        self.slots = slots
         self.run = run
         self.manifest = manifest
         self.log = log
@@ -175,8 +199,8 @@ class StagedSearch:
                 self._finish()
                 return FINISHED
             if stage.queue:
-                overrides, fit = stage.queue.pop(0)
-                return self._hand_out(trial_id, stage, overrides, fit)
+                overrides, fit, cpus = stage.queue.pop(0)
+                return self._hand_out(trial_id, stage, overrides, fit, cpus=cpus)
             if stage.spec.algorithm == "optuna" and stage.n_asked < stage.spec.n_trials:
                 return self._ask_optuna(trial_id, stage)
             if all(self.trials[t].ended for t in stage.trials):
@@ -191,6 +215,7 @@ class StagedSearch:
         overrides: dict[str, Any],
         fit: dict[str, Any],
         number: int | None = None,
+        cpus: float | None = None,
     ) -> dict[str, Any]:
         self.trials[trial_id] = _Trial(trial_id, stage.spec.name, overrides, fit, number)
         stage.trials.append(trial_id)
@@ -204,6 +229,8 @@ class StagedSearch:
         }
         if number is not None:
             config["optuna_number"] = number
+        if cpus is not None:
+            config["resources"] = {"cpu": cpus}  # a stage's last trials take the slots left idle
         for observer in self.observers:
             observer.trial_started(trial_id, stage.spec.name, overrides, int(fit["train.epochs"]))
         return config
@@ -221,7 +248,7 @@ class StagedSearch:
         if spec is None:
             return None
         fixed = self.manifest.chosen_overrides(self.spec.alpha, self.spec.beta)
-        queue: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         reused: list[dict[str, Any]] = []
         planned = [] if spec.algorithm == "optuna" else spec.trial_overrides()
         for overrides in planned:
@@ -230,7 +257,14 @@ class StagedSearch:
             if earlier is not None:
                 reused.append(reused_row(earlier, spec.name))
             else:
-                queue.append((overrides, fit))
+                runs.append((overrides, fit))
+        queue: list[tuple[dict[str, Any], dict[str, Any], float | None]] = []
+        cpus, threads = self.spec.resources.cpus_per_trial, int(self.base_flat["train.num_threads"])
+        for (overrides, fit), share in zip(runs, tail_shares(len(runs), self.slots), strict=True):
+            if share == 1:
+                queue.append((overrides, fit, None))
+            else:
+                queue.append((overrides, {**fit, "train.num_threads": threads * share}, cpus * share))
         stage = _Stage(spec, fixed, queue, reused=reused)
         self.stage = stage
         previous = self.manifest.stage(spec.name)
@@ -370,7 +404,7 @@ class StagedSearch:
                 stage.n_asked += 1
             if outcome is not None:
                 self.trial_ended(outcome)
-        stage.queue = [(o, f) for o, f in stage.queue if fit_key(f) not in covered]
+        stage.queue = [(o, f, c) for o, f, c in stage.queue if fit_key(f) not in covered]
         if stage.spec.algorithm == "optuna":
             self._forget_lost_optuna_trials(stage)
 

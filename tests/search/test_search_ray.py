@@ -133,6 +133,12 @@ def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_pat
     beta_choice = manifest["stages"]["beta"]["decision"]["trial_id"]
     beta_fit = trials[trials.trial_id == beta_choice].reused_from.fillna(beta_choice).iloc[0]
     assert trials[(trials.stage == "seeds") & (trials.seed_model == 0)].reused_from.tolist() == [beta_fit]
+    # beta fits 3 models on 2 slots: its last takes both CPUs (and threads) from its start
+    params = [json.loads((p / "params.json").read_text()) for p in trial_folders(run_dir)]
+    widened = [p for p in params if p.get("resources")]
+    assert [(p["stage"], p["resources"]["cpu"], p["set"]["train.num_threads"]) for p in widened] == [
+        ("beta", 2, 2)
+    ]
     assert (run_dir / "report" / "index.html").is_file()  # written by the search itself
     # the export loads in a fresh process that knows nothing of the run directory
     code = (
