@@ -42,6 +42,7 @@ def test_without_a_terminal_every_event_is_one_plain_line() -> None:
     assert not ANSI.search(out.getvalue())
 
 
+@pytest.mark.ray
 def test_the_quick_demo_logged_plain_lines(quick_demo: QuickDemo) -> None:
     """Its output went to a file: no terminal drawing, one line per event."""
     assert not ANSI.search(quick_demo.output)
@@ -52,6 +53,7 @@ def test_the_quick_demo_logged_plain_lines(quick_demo: QuickDemo) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_on_a_terminal_each_running_trial_has_a_refreshed_line(tmp_path: Path, synthetic_file: Path) -> None:
     spec = write_spec(
         tmp_path, synthetic_file, [{"name": "alpha", "values": [50, 500]}], fit={"train.epochs": 8}

@@ -36,7 +36,7 @@ from tests.conftest import trial_folders
 from tests.search.chromium import Chromium, find_chromium
 from tests.search.conftest import QuickDemo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the quick demo; the page tests also drive Chromium
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SECTIONS = [
@@ -122,6 +122,7 @@ def copy_run(source: Path, dest: Path, stages: tuple[str, ...]) -> Path:
 
 
 # -- the finished quick demo ----------------------------------------------------------------------
+@pytest.mark.browser
 def test_quick_demo_report_draws_every_section_in_chromium(demo_run: Path, browser: Chromium) -> None:
     index = demo_run / "report" / "index.html"
     assert index.is_file(), "the search did not write its report"
@@ -191,6 +192,7 @@ def test_every_trial_writes_tensorboard_events_with_all_six_hyperparameters(demo
 
 
 # -- a run in progress and a failed trial ---------------------------------------------------------
+@pytest.mark.browser
 def test_a_run_in_progress_shows_alpha_and_marks_the_rest_pending(
     demo_run: Path, browser: Chromium, tmp_path: Path
 ) -> None:
@@ -267,6 +269,7 @@ def failed_trial_row(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]
     )
 
 
+@pytest.mark.browser
 def test_a_failed_trial_is_listed_and_the_report_still_renders(
     demo_run: Path, browser: Chromium, tmp_path: Path
 ) -> None:

@@ -28,7 +28,7 @@ from cluster.local.head import alive, descendants
 from results_schema import epochs_schema, trials_schema
 from tests.conftest import SMALL_NET, env_for, psvae, trial_folders, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 FIT = {
     **SMALL_NET,

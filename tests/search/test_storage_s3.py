@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import env_for, frame_shape_in_fresh_process, psvae
 from tests.search.test_search_ray import write_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 BUCKET = "psvae-runs"
 
 
