@@ -237,6 +237,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     notes: list[str] = []
     spec = load_spec(args.config, alpha=args.alpha, beta=args.beta, data=args.data, notes=notes)
     _notes(notes)
+    if args.dry_run:
+        from search.dryrun import describe, local_slots
+
+        if args.address:
+            print(f"(the probe runs on this machine, not on {args.address})")
+        print(describe(spec, local_slots(spec)))
+        return 0
     run_id = args.run_id or new_run_id()
     from search.session import search_command
 
@@ -469,6 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("search", cmd_search, "Run the staged alpha -> beta -> seeds search on Ray Tune.")
     add_search_args(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, its estimated time (from a short timed probe) and disk, and start nothing",
+    )
     p.add_argument("--storage", help="where run directories live: a folder (default ./runs), s3:// or gs://")
     p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
 
