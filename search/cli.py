@@ -85,7 +85,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: no such directory for --out")
     start = time.perf_counter()
-    spec = synthetic.SyntheticSpec(n_trials=args.trials, seed=args.seed)
+    spec = synthetic.SyntheticSpec(n_trials=args.trials, seed=args.seed, scene=args.scene)
     if args.sessions > 1:
         paths = synthetic.write_sessions(out, args.sessions, spec)
         print(
@@ -317,6 +317,19 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_scene_arg(p: argparse.ArgumentParser) -> None:
+    """``psvae synthetic --scene``: which built-in scene to draw (docs/latents.md, the benchmark)."""
+    from psvae.synthetic import SCENE_NAMES
+
+    p.add_argument(
+        "--scene",
+        default=SCENE_NAMES[0],
+        choices=SCENE_NAMES,
+        help="blob: a blob whose position is labelled (the default); limbs: two labelled limbs with a "
+        "small jaw and tail as nuisance parts (the latents benchmark)",
+    )
+
+
 # -- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -341,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         "that gets one HDF5 file per session",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    add_scene_arg(p)
 
     p = add("fit", cmd_fit, "Fit one model without Ray; rerun the same command to resume.")
     p.add_argument("--data", required=True, nargs="+", help="one or more HDF5 files")
