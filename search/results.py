@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from results_schema import epochs_schema, trials_schema
+from results_schema import READABLE_VERSIONS, epochs_schema, trials_schema
 
 TABLES: dict[str, Callable[[], pa.Schema]] = {"trials": trials_schema, "epochs": epochs_schema}
 SORT_KEYS: dict[str, tuple[str, ...]] = {
@@ -145,21 +145,25 @@ def stages_written(results_dir: PathLike, table_name: str) -> list[str]:
 def read_table(results_dir: PathLike, table_name: str) -> pd.DataFrame:
     """Every stage of ``table_name`` as one DataFrame, ordered by stage, trial_id (and epoch).
 
-    Nothing written gives an empty DataFrame with the schema's columns.
+    Files of an older readable schema version (``results_schema.READABLE_VERSIONS``) are read
+    with the current schema: the columns they lack come back as null (NaN in float columns).
+    A file of any other version is refused with one line. Nothing written gives an empty
+    DataFrame with the schema's columns.
     """
     schema = _schema(table_name)
     files = [_stage_file(results_dir, table_name, s) for s in stages_written(results_dir, table_name)]
     if not files:
         return schema.empty_table().to_pandas()
-    version = schema.metadata[b"version"]
+    readable = {str(v).encode() for v in READABLE_VERSIONS}
     for file in files:
         found = (pq.read_schema(file).metadata or {}).get(b"version", b"(none)")
-        if found != version:
+        if found not in readable:
             raise ValueError(
-                f"{file}: {table_name} schema version {found.decode()}, expected {version.decode()}; "
-                "rewrite the stage"
+                f"{file}: {table_name} schema version {found.decode()}; this version reads "
+                f"{', '.join(str(v) for v in READABLE_VERSIONS)}; rewrite the stage"
             )
-    # An explicit list of files: no partition inference, so ``stage`` comes only from the files.
+    # An explicit list of files: no partition inference, so ``stage`` comes only from the files;
+    # the dataset's schema fills the columns an older file lacks with nulls.
     table = ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
     table = table.sort_by([(key, "ascending") for key in SORT_KEYS[table_name]])
     return table.to_pandas()

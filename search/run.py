@@ -26,6 +26,7 @@ from typing import Any
 from psvae.errors import UserError
 from psvae.family import DEFAULT_CLASS, FAMILY
 from psvae.files import write_json_atomic
+from results_schema import trial_columns_from_metrics
 from search.rundir import check_run_id
 from search.spec import SearchSpec, StageSpec
 from search.storage import Storage, check_shared_storage, exists, is_uri, read_text
@@ -170,6 +171,7 @@ def _trial_row(
         "train_mean_abs_corr_u", "test_abs_corr_u01", "val_session_acc", "session_chance",
     ):  # fmt: skip
         row[key] = metric(key)
+    row.update(trial_columns_from_metrics(metrics))
     epochs = [
         {
             "run_id": run_id,

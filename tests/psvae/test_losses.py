@@ -122,9 +122,12 @@ def test_psvae_loss_is_the_weighted_sum_of_its_terms():
     labels, pred = torch.randn(m, k, generator=g), torch.randn(m, k, generator=g)
     w = weights_for_epoch(1, alpha=50.0, beta=5.0, anneal_epochs=4, sigma_x=0.5)
     t = psvae_loss(frames, recon, labels, pred, torch.ones(m, k), None, z, mu, logvar, k, 0, 1000, w)
+    # alpha weighs the labels' squared error in units of 1 / sigma_x^2 (here 1 / 0.25); their
+    # NLL's constant 1/2 * K * ln(2 pi) is not scaled
+    squared = 0.5 * (labels - pred).square().sum(1).mean()
     total = (
         t["nll_frames"]
-        + 50 * t["nll_labels"]
+        + 50 * (squared / 0.25 + k * 0.5 * math.log(2 * math.pi))
         + t["kl_s"]
         + 0.25 * t["mi"]
         + 1.25 * t["tc"]

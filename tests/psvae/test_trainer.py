@@ -57,7 +57,9 @@ def test_a_non_finite_loss_ends_the_fit_as_diverged(data):
 
 
 def test_validation_uses_full_weights_and_test_metrics_come_from_the_best_epoch(data):
-    trainer = Trainer(small_config(**{"train.epochs": 4, "loss.anneal_epochs": 3}), data)
+    # sigma_x = 1: one sigma_x for every batch, so the terms' means recompose the loss
+    cfg = small_config(**{"train.epochs": 4, "loss.anneal_epochs": 3, "loss.sigma_x": 1.0})
+    trainer = Trainer(cfg, data)
     results = list(trainer.epochs())
     assert [r.k_e for r in results] == [0.0, 1 / 3, 2 / 3, 1.0]
     val_losses = [r.val["loss"] for r in results]
