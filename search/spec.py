@@ -33,13 +33,15 @@ from psvae.errors import ConfigError
 from psvae.family import DEFAULT_CLASS, FAMILY, SELECTIVE_KEYS, classes_reading
 
 # stage name -> (the fit-config key it varies, the default values, the default rule)
-STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
+STAGE_KINDS: dict[str, tuple[str, tuple[float | str, ...], str]] = {
     "alpha": ("loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_tolerance"),
     "beta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
     # msps-vae: beta crossed with delta, the weight of the background triplet loss
     "beta_delta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "session_correlation"),
     "msp_alpha": ("loss.msp_alpha", (0.1, 1.0, 10.0, 100.0), "msp_tolerance"),
     "seeds": ("train.seed_model", (0, 1, 2), "lowest_correlation"),
+    # optional, ahead of alpha: fixed sigma_x values against the calibrated one (docs/latents.md)
+    "sigma_x": ("loss.sigma_x", ("auto", 0.1, 0.3, 1.0), "sigma_leakage"),
 }
 # a stage kind that crosses its values with a second key: name -> (key, default values, YAML name)
 CROSSED: dict[str, tuple[str, tuple[float, ...], str]] = {
@@ -172,6 +174,20 @@ def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
     return float(value)
 
 
+def _sigma_value(source: str, where: str, value: Any) -> None:
+    """A sigma_x stage value: a number > 0 or the name of a calibration (auto, auto-epoch)."""
+    from psvae.config import SIGMA_X_MODES
+
+    if isinstance(value, str):
+        if value not in SIGMA_X_MODES:
+            raise ConfigError(
+                f"{source}: {where} = {value!r}: expected a number > 0 or one of {', '.join(SIGMA_X_MODES)}"
+            )
+        return
+    if _number(source, f"{where} (loss.sigma_x)", value) <= 0:
+        raise ConfigError(f"{source}: {where} = {value!r}: sigma_x must be greater than 0")
+
+
 def _parse_stage(
     source: str, i: int, raw: Any, fixed: dict[str, float | None], model_class: str = DEFAULT_CLASS
 ) -> StageSpec | None:
@@ -252,11 +268,15 @@ def _parse_stage(
         if name == "seeds":
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{source}: {where}.values[{j}] = {v!r}: seeds are integers >= 0")
+        elif name == "sigma_x":
+            _sigma_value(source, f"{where}.values[{j}]", v)
         elif name in STAGE_KINDS:
             _number(source, f"{where}.values[{j}] ({key})", v)
     values = (
         [float(v) for v in values] if name in ("alpha", "beta", "beta_delta", "msp_alpha") else list(values)
     )
+    if name == "sigma_x":
+        values = [v if isinstance(v, str) else float(v) for v in values]
     if len(set(values)) != len(values):
         raise ConfigError(f"{source}: {where}.values = {list(values)}: values repeat")
     n_u = raw.get("n_unsupervised", ())
@@ -276,6 +296,12 @@ def _parse_stage(
     params = raw.get("rule_params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
+    from search.selection import check_params
+
+    try:  # a bad threshold is found here, not after the stage's trials have run
+        check_params(rule, dict(params))
+    except ValueError as err:
+        raise ConfigError(f"{source}: {where}.rule_params.{err}") from None
     cross: tuple[str, tuple[Any, ...]] | None = None
     if cross_kind is not None:
         cross_key, cross_default, cross_name = cross_kind
