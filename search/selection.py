@@ -488,6 +488,54 @@ def alpha_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     )
 
 
+LABEL_R2 = "val_label_r2"
+"""Column: R^2 of the predicted labels on validation frames, variance-weighted over labels."""
+
+
+def alpha_label_band(table: pd.DataFrame, label_tolerance: float = 0.01) -> Decision:
+    """The default alpha (and n_unsupervised) rule: the best reconstruction among the trials that
+    reproduce the labels about as well as the best.
+
+    With R* the highest val_label_r2 of the usable trials, the candidates are the trials with
+    val_label_r2 >= R* - ``label_tolerance`` (an absolute difference of R^2); the chosen one
+    has the lowest val_pixel_mse among them. Ties go to the larger alpha, then the smaller
+    trial_id.
+
+    Rationale (``docs/latents.md``): alpha_tolerance bounds the pixel error and then takes the
+    lowest label error, but the frame parts the unsupervised latents should carry are small, so
+    losing them moves the pixel error by a few percent: inside its 5% band, where the label
+    error, which keeps falling with alpha, always picks the largest alpha. Bounding the label
+    error instead (labels within 0.01 of R* are reproduced equally well for any use of them)
+    and then taking the best reconstruction chooses the alpha under which the frames, small
+    parts included, are explained best, however small the pixel differences are.
+    """
+    label_tolerance = _check_number("label_tolerance", label_tolerance)
+    metrics = (LABEL_R2, PIXEL)
+    screened = _screen(table, metrics)
+    usable = screened.usable
+    best_r2 = max(record[LABEL_R2] for record in usable)
+    bound = best_r2 - label_tolerance
+    candidates = [r for r in usable if r[LABEL_R2] >= bound or _close(np.array([r[LABEL_R2]]), bound)[0]]
+    chosen = _best(candidates, ((PIXEL, False), ("alpha", True)))
+    names = _label_names(usable, ("alpha",))
+    label_leader = _best(usable, ((LABEL_R2, True), ("alpha", True)))
+    n_tied = len(_tied_best(candidates, PIXEL, larger_is_better=False))
+    explanation = (
+        f"highest val label R^2 {best_r2:.4g} ({_label(label_leader, names)}); {len(candidates)} of "
+        f"{len(usable)} usable trials within {label_tolerance:g} of it; of those {_label(chosen, names)} "
+        f"has the lowest val pixel MSE {chosen[PIXEL]:.4g}"
+        f"{_tie_note(n_tied, 'val pixel MSE', 'the larger alpha')}.{_excluded_note(screened)}"
+    )
+    return Decision(
+        rule="alpha_label_band",
+        params={"label_tolerance": label_tolerance},
+        trial_id=chosen["trial_id"],
+        chosen=_chosen(chosen),
+        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        explanation=explanation,
+    )
+
+
 def alpha_utopia(table: pd.DataFrame) -> Decision:
     """The alpha rule without a tolerance: the Pareto-optimal trial nearest the utopia point.
 
@@ -763,6 +811,7 @@ def msp_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
 
 RULES: dict[str, Callable[..., Decision]] = {
     "alpha_tolerance": alpha_tolerance,
+    "alpha_label_band": alpha_label_band,
     "alpha_utopia": alpha_utopia,
     "lowest_correlation": lowest_correlation,
     "session_correlation": session_correlation,

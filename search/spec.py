@@ -34,7 +34,7 @@ from psvae.family import DEFAULT_CLASS, FAMILY, SELECTIVE_KEYS, classes_reading
 
 # stage name -> (the fit-config key it varies, the default values, the default rule)
 STAGE_KINDS: dict[str, tuple[str, tuple[float | str, ...], str]] = {
-    "alpha": ("loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_tolerance"),
+    "alpha": ("loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_label_band"),
     "beta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
     # msps-vae: beta crossed with delta, the weight of the background triplet loss
     "beta_delta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "session_correlation"),

@@ -293,5 +293,5 @@ def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(
     assert len(complete) == 3 and all(len(t.values) == 2 for t in complete)  # pixel and label MSE
     assert sorted(t.params["trial/loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["stages"]["alpha"]["decision"]["rule"] == "alpha_tolerance"
+    assert manifest["stages"]["alpha"]["decision"]["rule"] == "alpha_label_band"
     assert f"optuna-dashboard {run_dir / 'optuna.journal'}" in (run_dir / "report" / "index.html").read_text()

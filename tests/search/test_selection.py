@@ -16,6 +16,7 @@ from search.selection import (
     CollapsedStage,
     Decision,
     SelectionError,
+    alpha_label_band,
     alpha_tolerance,
     alpha_utopia,
     check_params,
@@ -483,6 +484,7 @@ def test_lowest_correlation_reports_seed_and_beta() -> None:
 def test_registry_names() -> None:
     assert list(RULES.items()) == [
         ("alpha_tolerance", alpha_tolerance),
+        ("alpha_label_band", alpha_label_band),
         ("alpha_utopia", alpha_utopia),
         ("lowest_correlation", lowest_correlation),
         ("session_correlation", session_correlation),
@@ -502,7 +504,8 @@ def test_select_passes_params() -> None:
         pytest.param(
             "best",
             {},
-            r"^rule = 'best': unknown; known rules: alpha_tolerance, alpha_utopia, lowest_correlation, "
+            r"^rule = 'best': unknown; known rules: alpha_tolerance, alpha_label_band, alpha_utopia, "
+            r"lowest_correlation, "
             r"session_correlation, msp_tolerance, sigma_leakage$",
             id="unknown-rule",
         ),
@@ -864,3 +867,44 @@ def test_bad_rule_parameters_name_the_parameter_and_value(
     with pytest.raises(ValueError) as caught:  # select checks them before it reads the table
         select(rule, pd.DataFrame(), **params)
     assert str(caught.value) == message
+
+
+# Every alpha reproduces the labels (R^2 0.991-0.997) and the pixel error moves by 1.5%: what a
+# stage looks like when the unsupervised latents carry parts of 1-3% of the frame.
+SMALL_SPREAD = (
+    trial("a50", alpha=50.0, val_pixel_mse=0.001830, val_label_r2=0.991, val_label_mse=0.009),
+    trial("a100", alpha=100.0, val_pixel_mse=0.001805, val_label_r2=0.994, val_label_mse=0.006),
+    trial("a500", alpha=500.0, val_pixel_mse=0.001821, val_label_r2=0.996, val_label_mse=0.004),
+    trial("a1000", alpha=1000.0, val_pixel_mse=0.001832, val_label_r2=0.997, val_label_mse=0.003),
+)
+
+
+def test_alpha_label_band_discriminates_when_the_pixel_spread_is_small() -> None:
+    # the pixel band holds every alpha, so the falling label error always picks the largest
+    assert alpha_tolerance(frame(*SMALL_SPREAD)).trial_id == "a1000"
+    decision = alpha_label_band(frame(*SMALL_SPREAD))
+    assert decision.trial_id == "a100"
+    assert decision.params == {"label_tolerance": 0.01}
+    assert [row["candidate"] for row in decision.table] == [True, True, True, True]
+    assert decision.explanation == (
+        "highest val label R^2 0.997 (alpha=1000); 4 of 4 usable trials within 0.01 of it; of those "
+        "alpha=100 has the lowest val pixel MSE 0.001805."
+    )
+    # a tighter band leaves out the alphas whose labels are measurably worse
+    tight = alpha_label_band(frame(*SMALL_SPREAD), label_tolerance=0.002)
+    assert tight.trial_id == "a500" and [row["candidate"] for row in tight.table] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_alpha_label_band_never_takes_an_alpha_that_lost_the_labels() -> None:
+    lost = trial("a10", alpha=10.0, val_pixel_mse=0.0012, val_label_r2=0.40, val_label_mse=0.6)
+    decision = alpha_label_band(frame(lost, *SMALL_SPREAD))
+    assert decision.trial_id == "a100" and entry(decision, "a10")["candidate"] is False
+    tie = frame(trial("x", alpha=50.0, val_label_r2=0.99), trial("y", alpha=500.0, val_label_r2=0.99))
+    assert "(tied with 1 other on val pixel MSE; the larger alpha wins)" in alpha_label_band(tie).explanation
+    with pytest.raises(ValueError, match=r"^label_tolerance = -0\.1: must be a number >= 0$"):
+        select("alpha_label_band", frame(*SMALL_SPREAD), label_tolerance=-0.1)

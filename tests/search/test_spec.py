@@ -24,7 +24,7 @@ def _spec(tmp_path: Path, data: object, **extra: object) -> Path:
 def test_defaults_are_the_guides_stages(tmp_path, synthetic_file):
     spec = load_spec(_spec(tmp_path, [str(synthetic_file)]))
     assert [(s.name, s.key, s.values, s.rule) for s in spec.stages] == [
-        ("alpha", "loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_tolerance"),
+        ("alpha", "loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_label_band"),
         ("beta", "loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
         ("seeds", "train.seed_model", (0, 1, 2), "lowest_correlation"),
     ]
