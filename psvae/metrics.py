@@ -119,6 +119,18 @@ class EpochAccumulator:
         self.label_n += label_mask.sum(dtype=torch.float64)
         self.r2.add(labels, predicted, label_mask)
 
+    def per_frame_errors(self) -> dict[str, float]:
+        """Means per frame of the squared pixel error summed over unmasked pixels
+        (``pixel_sse``), of the number of those pixels (``pixels``) and of the squared label
+        error summed over unmasked labels (``label_sse``): what a Gaussian likelihood needs to
+        be scored again at another sigma_x."""
+        n = max(self.n_frames, 1)
+        return {
+            "pixel_sse": float(self.pixel_sse) / n,
+            "pixels": float(self.pixel_n) / n,
+            "label_sse": float(self.label_sse) / n,
+        }
+
     def result(self) -> dict[str, float]:
         sums = (self.sums / max(self.n_frames, 1)).tolist()
         out = dict(zip(TERMS, sums, strict=True))

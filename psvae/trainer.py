@@ -89,6 +89,21 @@ class FitSummary:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def comparable_loss(stats: dict[str, float], sigma: float, alpha: float) -> float:
+    """A validation pass's loss scored at one ``sigma`` (its constants dropped):
+    (pixel_sse + alpha * label_sse) / (2 sigma^2) + pixels * ln(sigma) + others, from the pass's
+    per-frame ``pixel_sse``, ``pixels``, ``label_sse`` and ``others`` (every other term at full
+    weight).
+
+    A calibrated sigma_x shrinks as a fit improves, and the labels' term, weighted
+    alpha / sigma_x^2, grows with it: the validation losses of two epochs, each at its own
+    sigma_x, favour the earlier one whatever it reconstructs. Two passes scored at the same
+    sigma_x compare what they explain (docs/latents.md).
+    """
+    weighted_sse = stats["pixel_sse"] + alpha * stats["label_sse"]
+    return weighted_sse / (2 * sigma**2) + stats["pixels"] * math.log(sigma) + stats["others"]
+
+
 def build_model(cfg: FitConfig, frame_shape: tuple[int, int, int], n_labels: int) -> PSVAE:
     """The network, initialised from ``train.seed_model`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
@@ -136,6 +151,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch: int | None = None
         self.best_val_loss = math.inf
+        self.best_stats: dict[str, float] | None = None  # the best epoch's _selection_stats
         self.status = "running"
         self.epoch_sigma_x = math.nan  # sigma_x of the last training epoch (auto: its batches' mean)
         self._variance: float | None = None  # the training frames' variance, once computed
@@ -281,16 +297,36 @@ class Trainer:
         """Loss terms and errors on ``split`` with the posterior means and full weights."""
         return self._evaluate(split)[0].result()
 
+    def _selection_stats(self, acc: EpochAccumulator, val: dict[str, float]) -> dict[str, float]:
+        """What :func:`comparable_loss` needs of a validation pass: its per-frame squared
+        errors and every other term of the objective at full weight."""
+        loss = self.cfg.loss
+        others = val["kl_s"] + val["mi"] + loss.beta * (val["tc"] + val["kl_u"]) + val["dwkl"]
+        return {**acc.per_frame_errors(), "others": others + loss.delta * val["triplet"]}
+
+    def _is_better(self, val: dict[str, float], stats: dict[str, float]) -> bool:
+        """Whether this epoch's validation pass beats the best so far: by the validation loss,
+        or under a calibrated sigma_x both scored at this epoch's sigma_x (:func:`comparable_loss`)."""
+        calibrated = isinstance(self.cfg.loss.sigma_x, str)
+        if not calibrated or not FAMILY[self.cfg.model.model_class].variational or self.best_stats is None:
+            return val["loss"] < self.best_val_loss
+        sigma = self.epoch_sigma_x
+        alpha = self.cfg.loss.alpha
+        return comparable_loss(stats, sigma, alpha) < comparable_loss(self.best_stats, sigma, alpha)
+
     def run_epoch(self) -> EpochResult:
         epoch = self.epoch
         start = time.perf_counter()
         weights = self._weights(epoch)
         train = self.train_epoch(epoch)
-        val = self.evaluate("val")
+        acc, _ = self._evaluate("val")
+        val = acc.result()
+        stats = self._selection_stats(acc, val)
         finite = math.isfinite(train["loss"]) and math.isfinite(val["loss"])
-        is_best = finite and val["loss"] < self.best_val_loss
+        is_best = finite and self._is_better(val, stats)
         if is_best:
             self.best_val_loss = val["loss"]
+            self.best_stats = stats
             self.best_epoch = epoch
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.status = "running" if finite else "diverged"
@@ -440,6 +476,7 @@ class Trainer:
             "best_state": self.best_state,
             "best_epoch": self.best_epoch,
             "best_val_loss": self.best_val_loss,
+            "best_stats": self.best_stats,
             "history": self.history,
         }
 
@@ -459,6 +496,7 @@ class Trainer:
         self.best_state = state["best_state"]
         self.best_epoch = state["best_epoch"]
         self.best_val_loss = float(state["best_val_loss"])
+        self.best_stats = state.get("best_stats")
         self.history = list(state["history"])
 
     def save_checkpoint(self, path: str | Path) -> None:
