@@ -205,6 +205,23 @@ def _collapse_text(dims: list[tuple[int, float]], threshold: float) -> str:
     return f"z_u dim{plural} {names} inactive (posterior-mean variance {values} < {threshold:g})"
 
 
+def _weak_note(
+    table: pd.DataFrame, screened: _Screened, chosen: dict[str, Any], min_active_var: float
+) -> str:
+    """A sentence when ``min_active_var`` was set below the convention and the chosen trial's
+    latents are below the convention: a choice among barely active latents is not silent."""
+    if min_active_var >= ACTIVE_VAR:
+        return ""
+    index = [record["trial_id"] for record in screened.records].index(chosen["trial_id"])
+    weak = _inactive_dims(table, ACTIVE_VAR)[index]
+    if not weak:
+        return ""
+    return (
+        f" Its unsupervised latents barely vary ({_collapse_text(weak, ACTIVE_VAR).removeprefix('z_u ')} "
+        f"by the usual threshold): its |r| means little."
+    )
+
+
 def _records(table: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]]:
     """The columns a rule needs, one plain dict per row, after checking the table's shape."""
     if not isinstance(table, pd.DataFrame):
@@ -634,7 +651,7 @@ def lowest_correlation(
             f"training frames {within} and their label leakage does not tell them apart ({leak}); "
             f"{_label(chosen, names)} has the lowest mean |r|, {chosen[CORRELATION]:.3g}{tie}"
         )
-    explanation = f"{how}.{_excluded_note(screened)}"
+    explanation = f"{how}.{_excluded_note(screened)}{_weak_note(table, screened, chosen, min_active_var)}"
     return Decision(
         rule="lowest_correlation",
         params={"min_active_var": min_active_var, "corr_tolerance": corr_tolerance},
@@ -770,6 +787,7 @@ def session_correlation(
         f"chance session accuracy is {chance:.3g}; {how}; of those {label} has the lowest mean |r| "
         f"between unsupervised latents, {chosen[CORRELATION]:.3g}, with session accuracy "
         f"{chosen[SESSION_ACC]:.3g}{tie}.{_excluded_note(screened)}"
+        f"{_weak_note(table, screened, chosen, min_active_var)}"
     )
     return Decision(
         rule="session_correlation",

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -128,7 +129,7 @@ def test_calibrated_sigma_x_is_recorded_per_epoch_and_for_the_fit(data, sigma_x)
     sigmas = [r.sigma_x for r in results]
     assert all(1 / 255 <= s < 1 for s in sigmas)
     if sigma_x == "auto-epoch":  # each epoch's sigma is the root of the previous epoch's training MSE
-        for before, after in zip(results, results[1:], strict=False):
+        for before, after in itertools.pairwise(results):
             assert after.sigma_x == pytest.approx(math.sqrt(before.train["pixel_mse"]), rel=1e-6)
     summary = trainer.finish()
     m = summary.metrics

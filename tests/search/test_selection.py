@@ -908,3 +908,14 @@ def test_alpha_label_band_never_takes_an_alpha_that_lost_the_labels() -> None:
     assert "(tied with 1 other on val pixel MSE; the larger alpha wins)" in alpha_label_band(tie).explanation
     with pytest.raises(ValueError, match=r"^label_tolerance = -0\.1: must be a number >= 0$"):
         select("alpha_label_band", frame(*SMALL_SPREAD), label_tolerance=-0.1)
+
+
+def test_a_lowered_threshold_still_says_when_the_chosen_latents_barely_vary() -> None:
+    table = frame(trial("t1", val_mu_var_u=[0.0004, 0.3]), trial("t2", train_mean_abs_corr_u=0.5))
+    decision = lowest_correlation(table, min_active_var=1e-9)
+    assert decision.trial_id == "t1"
+    assert decision.explanation.endswith(
+        " Its unsupervised latents barely vary (dim 0 inactive (posterior-mean variance 0.0004 < 0.01) "
+        "by the usual threshold): its |r| means little."
+    )
+    assert "barely" not in lowest_correlation(frame(trial("t1"), trial("t2"))).explanation
