@@ -236,7 +236,8 @@ def test_a_failed_trial_is_listed_and_the_report_still_renders(
     record = manifest["stages"]["beta"]
     import pandas as pd
 
-    decision = selection.select("lowest_correlation", pd.DataFrame(rows)).to_dict()
+    params = record["decision"]["params"]  # the quick plan's, as the search applied them
+    decision = selection.select("lowest_correlation", pd.DataFrame(rows), **params).to_dict()
     assert decision["trial_id"] == record["decision"]["trial_id"]  # excluded, so nothing else changes
     record["decision"] = decision | {"checkpoint": record["decision"]["checkpoint"]}
     write_json_atomic(run_dir / "manifest.json", manifest)
