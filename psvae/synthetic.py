@@ -197,7 +197,7 @@ def render_limbs(factors: np.ndarray, background: np.ndarray) -> np.ndarray:
     centre = 0.5 * s
     body = np.sqrt(((xx - centre) / (0.15 * s)) ** 2 + ((yy - 0.52 * s) / (0.13 * s)) ** 2)
     paint(_soft((body - 1) * 0.13 * s, edge), 0.55)
-    head_y, head_r = 0.26 * s, 0.12 * s
+    head_y, head_r = 0.25 * s, 0.14 * s
     head = np.sqrt((xx - centre) ** 2 + (yy - head_y) ** 2)
     paint(_soft(head - head_r, edge), 0.62)
     radius = 0.055 * s
@@ -205,9 +205,9 @@ def render_limbs(factors: np.ndarray, background: np.ndarray) -> np.ndarray:
         start = (np.full((n, t), shoulder_x), np.full((n, t), 0.50 * s))
         paint(_soft(_capsule_distance(xx, yy, start, (tx, ty)) - radius, edge), 0.85)
     # the mouth: a dark ellipse in the lower half of the head, as tall as the jaw is open
-    mouth_h = (0.008 + 0.067 * jaw)[..., None, None] * s
-    mouth = np.sqrt(((xx - centre) / (0.075 * s)) ** 2 + ((yy - (head_y + 0.03 * s)) / mouth_h) ** 2)
-    paint(_soft((mouth - 1) * np.minimum(mouth_h, 0.075 * s), edge), 0.08)
+    mouth_h = (0.008 + 0.08 * jaw)[..., None, None] * s
+    mouth = np.sqrt(((xx - centre) / (0.09 * s)) ** 2 + ((yy - (head_y + 0.035 * s)) / mouth_h) ** 2)
+    paint(_soft((mouth - 1) * np.minimum(mouth_h, 0.09 * s), edge), 0.08)
     # the tail: a bar from the back of the body, swinging about straight down
     angle = np.deg2rad(tail)
     base_y, length = 0.64 * s, 0.21 * s
