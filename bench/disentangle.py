@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     run_id = f"bench-sigma-{args.sigma_x}"
     run_dir = root / "runs" / run_id
     cmd = [*cli(), "search", "--config", str(config), "--storage", str(root / "runs"), "--run-id", run_id]
-    print(f"psvae search: {len(FIT)} sections of fit config, {args.epochs} epochs per trial, sigma_x {sigma}")
+    print(f"psvae search on {data}: the default stages, {args.epochs} epochs per trial, sigma_x {sigma}")
     search = subprocess.run(cmd, env=env(), cwd=REPO, capture_output=True, text=True)
     search_seconds = time.perf_counter() - start
     print(search.stdout.strip())
@@ -158,7 +158,7 @@ def print_checks(
         return False
     row, report = by_id[selected]
     m, p = report["model"], report["pca"]
-    betas = [r["model"]["mig"] for t, r in ((t, r) for t, r in by_id.items()) if by_id[t][0].stage == "beta"]
+    betas = [scores["model"]["mig"] for trial, scores in by_id.values() if trial.stage == "beta"]
     chosen_mig = by_id[chosen_beta][1]["model"]["mig"] if chosen_beta in by_id else float("nan")
     checks = [
         ("label R2 >= 0.9", m["label_r2"] >= 0.9, f"{m['label_r2']:.3f}"),

@@ -105,8 +105,10 @@ def test_score_command_prints_and_writes_the_scores(limbs, limbs_model, tmp_path
         "tail",
     }
     assert len(report["model"]["mu_var_u"]) == 2 and set(report["model"]["mig_per_factor"]) == {"jaw", "tail"}
-    # the baseline's supervised codes are the labels themselves
-    assert report["pca"]["factor_r2_from_s"]["left_x"] > 0.95
+    # the baseline: the top L = 4 + 2 principal components, split like the model's latents
+    pca = report["pca"]
+    assert pca["mu_var_u"] == pytest.approx([1.0, 1.0]) and 0 < pca["label_r2"] <= 1
+    assert set(pca["factor_r2_from_s"]) == set(report["factor_names"])
     printed = capsys.readouterr().out
     assert "MIG (jaw, tail)" in printed and "pixel PCA" in printed
 
