@@ -101,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
     rows = trials[(trials["stage"] == "beta") | (trials["trial_id"] == selected)]
     scored = []
     for row in rows.itertuples():
-        if not isinstance(row.checkpoint, str) or not (Path(row.checkpoint) / "model").is_dir():
+        if not isinstance(row.checkpoint, str):
             continue
-        report = score(Path(row.checkpoint) / "model", data, root / f"score-{row.trial_id}.json")
+        model = run_dir / row.checkpoint / "model"  # a checkpoint relative to the run, or absolute
+        if not model.is_dir():
+            continue
+        report = score(model, data, root / f"score-{row.trial_id}.json")
         scored.append((row, report))
     print_table(scored, selected, chosen_beta)
     ok = print_checks(scored, selected, chosen_beta, beta_record)
