@@ -133,7 +133,7 @@ LATENT_COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
         "val_dwkl + U log N: 0 for a posterior equal to the prior",
     ),
 ]
-"""The trials columns of version 3 that :func:`trial_columns_from_metrics` fills."""
+"""The trials columns of version 4 that :func:`trial_columns_from_metrics` fills."""
 
 _PER_DIM = ("val_mu_var_u", "val_kl_u_per_dim")  # list columns, from the keys <column>_<i>
 
