@@ -175,7 +175,8 @@ def print_checks(
         (
             "no inactive z_u dimension",
             row.n_active_u == row.n_unsupervised,
-            f"{row.n_active_u} of {row.n_unsupervised} active (variances {list(row.val_mu_var_u)})",
+            f"{row.n_active_u} of {row.n_unsupervised} active (variances "
+            f"{', '.join(f'{v:.3f}' for v in row.val_mu_var_u)})",
         ),
         (
             "chosen beta's MIG within 10% of the best beta candidate's",
