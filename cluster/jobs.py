@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,17 @@ def connect(address: str, insecure: bool = False) -> Cluster:
     return Cluster(address, headers)
 
 
-def stage_config(config: Path, alpha: float | None, beta: float | None) -> Path:
+def stage_config(
+    config: Path, alpha: float | None, beta: float | None, data: Sequence[str] | None = None
+) -> Path:
     """A folder holding only the search config, its data paths made absolute: the job's
-    ``working_dir``. The spec is checked here, before anything is sent."""
+    ``working_dir``. The spec is checked here, before anything is sent. ``data`` (``--data``)
+    replaces the config's data files."""
+    from psvae import yaml_io
     from search.spec import load_spec
 
-    spec = load_spec(config, alpha=alpha, beta=beta)
-    raw = dict(yaml.safe_load(config.read_text()))
+    spec = load_spec(config, alpha=alpha, beta=beta, data=data)
+    raw = dict(yaml_io.read(config, "search config"))
     raw["data"] = list(spec.data)
     for name, value in (("alpha", alpha), ("beta", beta)):
         if value is not None:
@@ -129,11 +134,12 @@ def submit(
     storage: str,
     alpha: float | None = None,
     beta: float | None = None,
+    data: Sequence[str] | None = None,
 ) -> str:
     """Submit ``psvae search`` as a Ray Job; returns the job's submission id."""
     check_run_id(run_id)
     check_shared_storage(storage, cluster.alive_nodes())
-    folder = stage_config(config, alpha, beta)  # a new temporary folder of ours
+    folder = stage_config(config, alpha, beta, data)  # a new temporary folder of ours
     try:
         entrypoint = shlex.join(
             ["python", "-m", "search.cli", "search", "--config", CONFIG_NAME,

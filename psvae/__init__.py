@@ -11,9 +11,10 @@ from psvae.errors import ConfigError, DataError, UserError
 from psvae.export import Encoded, FittedModel, load_model, save_bundle
 from psvae.fit import run_fit
 from psvae.model import PSVAE
+from psvae.provenance import package_version
 from psvae.trainer import EpochResult, FitSummary, Trainer
 
-__version__ = "0.1.0"
+__version__ = package_version()  # one source: the distribution's metadata (pyproject.toml)
 
 __all__ = [
     "PSVAE",

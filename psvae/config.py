@@ -11,20 +11,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from psvae import reference
+from psvae import reference, yaml_io
 from psvae.errors import ConfigError
 from psvae.family import DEFAULT_CLASS, FAMILY, MODEL_CLASSES
 
 PRECISIONS = ("auto", "float32", "bf16")
+SEED_MAX = 2**64 - 1  # torch.manual_seed takes at most 64 bits; numpy's seeds are non-negative
+INT_MAX = 2**63 - 1  # torch and numpy hold counts and sizes as signed 64-bit integers
 DEVICES = ("auto", "cpu", "cuda")
 # loss.sigma_x as a word: a calibrated decoder (docs/latents.md). "auto": every batch's own
 # pixel MSE, as the optimal-sigma VAE of Rybkin et al. 2021; "auto-epoch": the previous epoch's
@@ -52,6 +53,7 @@ class DataConfig:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_numbers("data", self)
         try:
             parse_split(self.split)
         except ValueError as err:
@@ -70,6 +72,7 @@ class ModelConfig:
     kernel_size: int = 5
 
     def __post_init__(self) -> None:
+        _check_numbers("model", self)
         _choice("model.model_class", self.model_class, MODEL_CLASSES)
         _at_least("model.n_unsupervised", self.n_unsupervised, 0)
         _at_least("model.n_background", self.n_background, 0)
@@ -108,6 +111,7 @@ class LossConfig:
     msp_alpha: float = 1.0  # cond-ae-msp: weight of the label and projection terms
 
     def __post_init__(self) -> None:
+        _check_numbers("loss", self)
         _at_least("loss.alpha", self.alpha, 0)
         _at_least("loss.beta", self.beta, 0)
         _at_least("loss.delta", self.delta, 0)
@@ -141,6 +145,7 @@ class TrainConfig:
     n_sessions_per_batch: int = 2
 
     def __post_init__(self) -> None:
+        _check_numbers("train", self)
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.batch_size", self.batch_size, 2)
         if not self.lr > 0:
@@ -220,34 +225,82 @@ class FitConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     @classmethod
+    def from_layers(cls, layers: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[FitConfig, list[str]]:
+        """Build from ``(source, keys)`` layers over the defaults, each overriding the ones before
+        (the command line's order: defaults, config file, ``--set``). Each layer is checked as it
+        is applied, and its errors name its source.
+
+        A layer that shortens ``train.epochs`` without setting ``loss.anneal_epochs`` scales the
+        anneal epochs in force with it (:func:`scaled_anneal`: 100 of 300 becomes a third of the
+        new epochs) instead of refusing a config whose annealing would outlast the fit. Returns
+        the config and one note per such change, for the caller to show (this module prints
+        nothing).
+        """
+        cfg = cls()
+        notes: list[str] = []
+        for source, mapping in layers:
+            layer = _flatten(mapping, source)
+            merged = {**cfg.flat(), **layer}
+            epochs, before = layer.get("train.epochs"), cfg.train
+            note = None
+            if (
+                "loss.anneal_epochs" not in layer
+                and isinstance(epochs, int)
+                and not isinstance(epochs, bool)
+                and 1 <= epochs < before.epochs
+                and cfg.loss.anneal_epochs > 0
+            ):
+                anneal = scaled_anneal(cfg.loss.anneal_epochs, before.epochs, epochs)
+                merged["loss.anneal_epochs"] = anneal
+                note = (
+                    f"{source}: train.epochs = {epochs}: loss.anneal_epochs scaled with it to {anneal} "
+                    f"(was {cfg.loss.anneal_epochs} of {before.epochs} epochs); set loss.anneal_epochs "
+                    "to choose another value"
+                )
+            cfg = cls.from_mapping(merged, source=source)
+            if note is not None:
+                notes.append(note)
+        return cfg, notes
+
+    @classmethod
     def from_yaml(cls, path: str | Path, n_labels: Callable[[], int] | None = None) -> FitConfig:
         """Read a YAML (or JSON) file of our keys or of the reference's ``ae_model.json`` keys
         (see :mod:`psvae.reference`); ``n_labels`` counts the data's labels when the file gives
-        ``n_ae_latents``."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{where}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
-        if reference.is_reference(loaded):
-            k = n_labels() if "n_ae_latents" in loaded and n_labels is not None else None
-            fixed, sweeps = reference.from_reference(loaded, str(path), k)
-            if sweeps:
-                key = next(iter(sweeps))
-                raise ConfigError(
-                    f"{path}: {key} = {sweeps[key]!r}: a list is a sweep; give it to psvae search, "
-                    "or one value to fit"
-                )
-            loaded = fixed
-        return cls.from_mapping(loaded, source=str(path))
+        ``n_ae_latents``. The keys are taken as they are; the command line reads files with
+        :func:`read_config_file` and :meth:`from_layers`, which also scales the anneal epochs of
+        a shortened schedule."""
+        return cls.from_mapping(read_config_file(path, n_labels), source=str(path))
+
+
+def scaled_anneal(anneal_epochs: int, epochs: int, new_epochs: int) -> int:
+    """``anneal_epochs`` of ``epochs`` scaled to a schedule of ``new_epochs``: the same fraction,
+    rounded, at least 1 when there was any annealing and at most ``new_epochs - 1`` (the anneal
+    must end before the fit does)."""
+    if anneal_epochs == 0 or new_epochs <= 1:
+        return 0
+    return max(1, min(round(anneal_epochs * new_epochs / epochs), new_epochs - 1))
+
+
+def read_config_file(path: str | Path, n_labels: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The keys of a YAML (or JSON) fit-config file, the reference's keys turned into ours
+    (see :meth:`FitConfig.from_yaml`); not yet checked against the fields."""
+    path = Path(path)
+    loaded = yaml_io.read(path, "config")
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+    if reference.is_reference(loaded):
+        k = n_labels() if "n_ae_latents" in loaded and n_labels is not None else None
+        fixed, sweeps = reference.from_reference(loaded, str(path), k)
+        if sweeps:
+            key = next(iter(sweeps))
+            raise ConfigError(
+                f"{path}: {key} = {sweeps[key]!r}: a list is a sweep; give it to psvae search, "
+                "or one value to fit"
+            )
+        loaded = fixed
+    return dict(loaded)
 
 
 def _flatten(mapping: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
@@ -293,12 +346,38 @@ def _coerce(source: str, key: str, value: Any, field_type: Any) -> Any:
     if field_type is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise bad("a finite number") from None
     if field_type is str:
         if not isinstance(value, str):
             raise bad("a string")
         return value
     raise bad(str(field_type))  # pragma: no cover - every field type is handled above
+
+
+def is_seed(field_name: str) -> bool:
+    """Seed fields are named so: ``split_seed``, ``seed_model``, ``seed_train``."""
+    return "seed" in field_name.split("_")
+
+
+def _check_numbers(section: str, obj: Any) -> None:
+    """Check every number of a section by its kind, so that a field added later is covered too:
+    floats are finite, seeds lie in 0 .. 2**64 - 1, other integers fit in 64 bits."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{section}.{f.name}"
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{name} = {v}: must be a finite number")
+            if isinstance(v, int) and is_seed(f.name):
+                if not 0 <= v <= SEED_MAX:
+                    raise ConfigError(f"{name} = {v}: a seed must be an integer from 0 to 2**64 - 1")
+            elif isinstance(v, int) and abs(v) > INT_MAX:
+                raise ConfigError(f"{name} = {v}: too large (at most 2**63 - 1)")
 
 
 def _at_least(name: str, value: float, low: float) -> None:

@@ -30,6 +30,7 @@ from torch import Tensor
 from psvae.config import parse_split
 from psvae.errors import DataError
 from psvae.model import MIN_FRAME_SIZE
+from psvae.paths import missing_reason
 
 SPLITS = ("train", "val", "test")
 
@@ -152,8 +153,9 @@ class _FileInfo:
 
 def _open(path: str) -> h5py.File:
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{path}: no such file")
+    reason = missing_reason(p)
+    if reason is not None:
+        raise DataError(f"{path}: {reason}")
     if p.is_dir() or not h5py.is_hdf5(p):
         raise DataError(f"{path}: not an HDF5 file")
     try:
@@ -218,6 +220,8 @@ def _scan(path: str, require_labels: bool) -> _FileInfo:
                     )
             elif shape != frame_shape:
                 raise DataError(f"{where}: frames of shape {shape}, but earlier trials have {frame_shape}")
+            if ds.shape[0] == 0:
+                raise DataError(f"{where}: has 0 frames; every trial needs at least one (remove the trial)")
             trials.append(_TrialInfo(name, int(ds.shape[0])))
         assert frame_shape is not None
 
@@ -232,7 +236,7 @@ def _scan(path: str, require_labels: bool) -> _FileInfo:
             label_names = (
                 tuple(str(n.decode() if isinstance(n, bytes) else n) for n in raw_names)
                 if raw_names is not None and len(raw_names) == n_labels
-                else tuple(f"label_{k}" for k in range(n_labels))
+                else tuple(str(k) for k in range(n_labels))  # columns then read label_0, z_s_0
             )
             label_masks = _group(f, path, "labels_masks", required=False)
             if label_masks is not None:
@@ -475,7 +479,15 @@ def load_data(
             trials.append(Trial(info.path, trial_info.name, session_id, start, start + n, which))
             start += n
 
+    check_splits(trials, [info.path for info in infos])
     n_total, k = start, first.n_labels
+    check_memory(
+        [info.path for info in infos],
+        n_total,
+        first.frame_shape,
+        k,
+        with_masks=any(info.has_masks for info in infos),
+    )
     frames = np.empty((n_total, *first.frame_shape), dtype=np.uint8)
     labels = np.empty((n_total, k), dtype=np.float64)
     valid = np.ones((n_total, k), dtype=bool)
@@ -531,6 +543,45 @@ def load_data(
         trials=trials,
         label_stats=stats,
     )
+
+
+def check_splits(trials: list[Trial], paths: list[str]) -> None:
+    """Refuse data with no frame in one of the train, validation or test sets: the best
+    checkpoint is chosen on the validation frames and reported on the test frames."""
+    for split in SPLITS:
+        if not any(t.stop > t.start for t in trials if t.split == split):
+            where = paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more files)"
+            raise DataError(
+                f"{where}: no {split} frames under data.split; give more trials (or frames per trial)"
+            )
+
+
+GIB = 2**30
+
+
+def bytes_needed(n_frames: int, frame_shape: tuple[int, int, int], n_labels: int, with_masks: bool) -> int:
+    """Memory :func:`load_data` allocates for ``n_frames`` frames: the uint8 frames (and pixel
+    masks), and per label column the float64 labels, their z-scored copy, float32 labels and mask
+    and a validity flag."""
+    pixels = n_frames * int(np.prod(frame_shape))
+    return pixels * (2 if with_masks else 1) + n_frames * n_labels * (8 + 8 + 4 + 4 + 1)
+
+
+def check_memory(
+    paths: list[str], n_frames: int, frame_shape: tuple[int, int, int], n_labels: int, with_masks: bool
+) -> None:
+    """Refuse, before allocating anything, data whose frames do not fit in the memory available."""
+    import psutil
+
+    needed = bytes_needed(n_frames, frame_shape, n_labels, with_masks)
+    available = psutil.virtual_memory().available
+    if needed > available:
+        where = paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more files)"
+        c, h, w = frame_shape
+        raise DataError(
+            f"{where}: {n_frames} frames of {c}x{h}x{w} need {needed / GIB:.1f} GiB of memory, but "
+            f"{available / GIB:.1f} GiB is available; use fewer sessions or smaller frames"
+        )
 
 
 def _column_stats(

@@ -11,6 +11,10 @@ loaded. :func:`load_model` returns a :class:`FittedModel` with ``encode`` and ``
 from __future__ import annotations
 
 import json
+import math
+import pickle
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ from psvae.data import LabelStats
 from psvae.errors import UserError
 from psvae.files import staged_dir
 from psvae.model import PSVAE
+from psvae.paths import missing_reason
+from psvae.provenance import collect as collect_provenance
 
 BUNDLE_FORMAT = "psvae-bundle"
 BUNDLE_VERSION = 1
@@ -48,10 +54,17 @@ class Encoded:
 class FittedModel:
     """A trained network with its label statistics, on the CPU unless moved."""
 
-    def __init__(self, network: PSVAE, config: FitConfig, label_stats: LabelStats) -> None:
+    def __init__(
+        self,
+        network: PSVAE,
+        config: FitConfig,
+        label_stats: LabelStats,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
         self.network = network.eval()
         self.config = config
         self.label_stats = label_stats
+        self.provenance = provenance  # version, commit and data files it was fit on; None if unrecorded
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -132,9 +145,14 @@ def save_bundle(
     config: FitConfig,
     label_stats: LabelStats,
     extra: dict[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle to ``out_dir``, which must not exist yet. Written to a temporary
-    directory beside it first and renamed, so a bundle is either whole or absent."""
+    directory beside it first and renamed, so a bundle is either whole or absent.
+
+    ``provenance`` (from :func:`psvae.provenance.collect`, with the data files hashed once by
+    the caller) is recorded in ``config.json``; without it the package version and source
+    commit are recorded, and no data files."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise UserError(f"{out_dir}: already exists; choose another directory")
@@ -150,6 +168,7 @@ def save_bundle(
             "n_background": network.n_background,
             "n_unsupervised": network.n_unsupervised,
             "config": config.flat(),
+            "provenance": dict(provenance) if provenance is not None else collect_provenance(),
             **(extra or {}),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -157,30 +176,125 @@ def save_bundle(
     return out_dir
 
 
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of tensors and plain containers only (``weights_only=True``): a file that
+    carries any other pickled object is refused without running it. Every failure is a one-line
+    UserError naming the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, KeyError, UnpicklingError, ...
+        raise UserError(f"{path}: {describe_load_error(err)}") from None
+
+
+def describe_load_error(err: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` refused, in a few words."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text:
+        # torch names the refused callable ("Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y")
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"holds a pickled Python object{what}, not only tensors; refused unread, since loading it "
+            "could run code (psvae writes tensors only: use files from psvae fit or psvae export)"
+        )
+    first = text.strip().splitlines()[0][:160] if text.strip() else type(err).__name__
+    return f"damaged, truncated or not a PyTorch tensor file ({type(err).__name__}: {first})"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else f"not valid JSON: {err}"
+        raise UserError(f"{path}: damaged ({reason}); write the bundle again (psvae fit or export)") from None
+
+
+def _integer(path: Path, key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"{path}: {key} = {value!r}: expected an integer of at least {low}")
+    return value
+
+
+def _numbers(path: Path, key: str, value: Any, n: int) -> list[float]:
+    if (
+        not isinstance(value, list)
+        or len(value) != n
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
+        raise UserError(f"{path}: {key} = {str(value)[:80]}: expected a list of {n} finite numbers")
+    return [float(v) for v in value]
+
+
+def _label_stats(path: Path, raw: Any, n_labels: int) -> LabelStats:
+    """The label statistics of a bundle, checked against the K labels its config declares."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping with names, mean and std")
+    names = raw.get("names")
+    if not isinstance(names, list) or len(names) != n_labels or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: names = {str(names)[:80]}: expected {n_labels} label names")
+    _numbers(path, "mean", raw.get("mean"), n_labels)
+    std = _numbers(path, "std", raw.get("std"), n_labels)
+    if not all(v > 0 for v in std):
+        raise UserError(f"{path}: std = {std}: every standard deviation must be above 0")
+    sessions = raw.get("session_mean", [])
+    if not isinstance(sessions, list) or len(raw.get("session_std", [])) != len(sessions):
+        raise UserError(f"{path}: session_mean and session_std must be lists of the same length")
+    for i in range(len(sessions)):
+        _numbers(path, f"session_mean[{i}]", sessions[i], n_labels)
+        if not all(v > 0 for v in _numbers(path, f"session_std[{i}]", raw["session_std"][i], n_labels)):
+            raise UserError(f"{path}: session_std[{i}]: every standard deviation must be above 0")
+    return LabelStats.from_dict(raw)
+
+
 def load_model(path: str | Path, device: str = "cpu") -> FittedModel:
-    """Load a bundle written by ``psvae fit`` or ``psvae export``."""
+    """Load a bundle written by ``psvae fit`` or ``psvae export``.
+
+    A damaged or hostile bundle is a one-line UserError naming the file: a missing or truncated
+    file, metadata that is not JSON or not of the expected shape, weights that carry pickled
+    objects (refused unread) or that do not match the network the config describes."""
     path = Path(path)
+    reason = missing_reason(path)
+    if reason is not None:
+        raise UserError(f"{path}: {reason}; expected a model bundle folder")
     for name in FILES:
         if not (path / name).is_file():
             raise UserError(f"{path}: not a model bundle ({name} is missing)")
-    try:
-        meta = json.loads((path / "config.json").read_text())
-        stats = LabelStats.from_dict(json.loads((path / "label_stats.json").read_text()))
-    except (json.JSONDecodeError, KeyError) as err:
-        raise UserError(f"{path}: unreadable bundle metadata ({err})") from None
+    meta_path = path / "config.json"
+    meta = _read_json(meta_path)
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path}: expected a mapping, got {type(meta).__name__}")
     if meta.get("format") != BUNDLE_FORMAT or meta.get("version") != BUNDLE_VERSION:
         raise UserError(
-            f"{path / 'config.json'}: format {meta.get('format')!r} version {meta.get('version')!r}, "
+            f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r}, "
             f"expected {BUNDLE_FORMAT!r} version {BUNDLE_VERSION}"
         )
-    config = FitConfig.from_mapping(meta["config"], source=str(path / "config.json"))
-    c, h, w = meta["frame_shape"]
-    network = PSVAE(
-        (int(c), int(h), int(w)),
-        int(meta["n_labels"]),
-        config.model,
-        n_background=int(meta["n_background"]),
-    )
-    state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-    network.load_state_dict(state)
-    return FittedModel(network.to(device), config, stats)
+    shape = meta.get("frame_shape")
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise UserError(f"{meta_path}: frame_shape = {shape!r}: expected [channels, height, width]")
+    c, h, w = (_integer(meta_path, "frame_shape", v, 1) for v in shape)
+    n_labels = _integer(meta_path, "n_labels", meta.get("n_labels"), 0)
+    n_background = _integer(meta_path, "n_background", meta.get("n_background"), 0)
+    if not isinstance(meta.get("config"), dict):
+        given = str(meta.get("config"))[:80]
+        raise UserError(f"{meta_path}: config = {given}: expected a mapping of fit-config keys")
+    config = FitConfig.from_mapping(meta["config"], source=str(meta_path))
+    stats = _label_stats(path / "label_stats.json", _read_json(path / "label_stats.json"), n_labels)
+    try:
+        network = PSVAE((c, h, w), n_labels, config.model, n_background=n_background)
+    except ValueError as err:
+        raise UserError(f"{meta_path}: frame_shape = {shape}: {err}") from None
+    weights = path / "weights.pt"
+    state = load_tensors(weights)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{weights}: not a state dict of tensors; write the bundle again")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]
+        raise UserError(
+            f"{weights}: does not match the network that {meta_path.name} describes ({detail}); "
+            "the two files come from different models"
+        ) from None
+    recorded = meta.get("provenance")
+    return FittedModel(network.to(device), config, stats, recorded if isinstance(recorded, dict) else None)

@@ -22,10 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from psvae import paths, provenance
 from psvae.config import FitConfig
 from psvae.data import load_data
-from psvae.errors import UserError
-from psvae.export import save_bundle
+from psvae.errors import DataError, UserError
+from psvae.export import describe_load_error, save_bundle
 from psvae.family import FAMILY
 from psvae.files import write_json_atomic, write_text_atomic
 from psvae.trainer import EpochResult, FitSummary, Trainer
@@ -35,7 +36,7 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def _describe(data_paths: list[str], cfg: FitConfig) -> dict[str, Any]:
-    return {"data": [str(Path(p).resolve()) for p in data_paths], "config": cfg.flat()}
+    return {"data": [str(paths.resolve(p, DataError)) for p in data_paths], "config": cfg.flat()}
 
 
 def _check_out_dir(out_dir: Path, fit: dict[str, Any]) -> bool:
@@ -51,7 +52,7 @@ def _check_out_dir(out_dir: Path, fit: dict[str, Any]) -> bool:
     fit_file, checkpoint = out_dir / FIT_FILE, out_dir / CHECKPOINT
     if not (fit_file.is_file() and checkpoint.is_file()):
         raise UserError(f"{out_dir}: exists and is not an unfinished psvae fit; choose another --out")
-    previous = json.loads(fit_file.read_text())
+    previous = _read_fit_file(fit_file, out_dir)
     if previous != json.loads(json.dumps(fit)):
         changed = sorted(
             k
@@ -64,6 +65,39 @@ def _check_out_dir(out_dir: Path, fit: dict[str, Any]) -> bool:
             "rerun with the same data and config to resume, or choose another --out"
         )
     return True
+
+
+def _cannot_resume(out_dir: Path) -> str:
+    return (
+        f"the unfinished fit in {out_dir} cannot be resumed; choose another --out "
+        "(or remove that folder yourself to start over)"
+    )
+
+
+def _read_fit_file(fit_file: Path, out_dir: Path) -> dict[str, Any]:
+    """The description of the unfinished fit, or a one-line UserError when it is damaged."""
+    try:
+        previous = json.loads(fit_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not valid JSON"
+        raise UserError(f"{fit_file}: damaged ({reason}); {_cannot_resume(out_dir)}") from None
+    if (
+        not isinstance(previous, dict)
+        or not isinstance(previous.get("config"), dict)
+        or not isinstance(previous.get("data"), list)
+    ):
+        raise UserError(f"{fit_file}: damaged (expected data and config); {_cannot_resume(out_dir)}")
+    return previous
+
+
+def _restore(trainer: Trainer, checkpoint: Path, out_dir: Path) -> None:
+    """Continue from ``checkpoint``; a damaged or foreign one is a one-line UserError."""
+    try:
+        trainer.restore(checkpoint)
+    except UserError as err:
+        raise UserError(f"{checkpoint}: {err}; {_cannot_resume(out_dir)}") from None
+    except Exception as err:  # torch.load and load_state_dict raise many kinds for a bad file
+        raise UserError(f"{checkpoint}: {describe_load_error(err)}; {_cannot_resume(out_dir)}") from None
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
@@ -95,9 +129,10 @@ def run_fit(
     data = load_data(
         data_paths, cfg.data.split, cfg.data.split_seed, per_session=FAMILY[cfg.model.model_class].background
     )
+    record = provenance.collect(data_paths)  # the files as they were read
     trainer = Trainer(cfg, data)
     if resume:
-        trainer.restore(out_dir / CHECKPOINT)
+        _restore(trainer, out_dir / CHECKPOINT, out_dir)
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / FIT_FILE, fit)
@@ -124,6 +159,7 @@ def run_fit(
             cfg,
             data.label_stats,
             extra={"best_epoch": summary.best_epoch, "status": summary.status},
+            provenance=record,
         )
     write_json_atomic(
         out_dir / "summary.json",

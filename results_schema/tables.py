@@ -16,13 +16,14 @@ from typing import Any
 import pyarrow as pa
 
 # version 2: the model family (model_class, delta, msp_alpha, n_background, session accuracy;
-# the kl_u, triplet and msp_latent terms)
-# version 3: the unsupervised latents' activity (docs/latents.md): sigma_x, val_mu_var_u,
-# val_kl_u_per_dim, n_active_u, label_leakage_u, val_mi_net, val_tc_net, val_dwkl_net; epochs:
-# sigma_x. Version 2 files stay readable (the new columns read as null).
-TRIALS_VERSION = 3
+# the kl_u, triplet and msp_latent terms); version 3: reused_from (a fit an earlier stage made), note
+# version 4 (trials) and 3 (epochs): the unsupervised latents' activity (docs/latents.md): sigma_x,
+# val_mu_var_u, val_kl_u_per_dim, n_active_u, label_leakage_u, val_mi_net, val_tc_net,
+# val_dwkl_net; epochs: sigma_x
+TRIALS_VERSION = 4
 EPOCHS_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+READABLE_VERSIONS = {"trials": (2, 3, 4), "epochs": (2, 3)}
+"""Older versions a reader still takes: their missing columns read as null."""
 
 # Per-epoch metric names; each appears as ``train_<name>`` and ``val_<name>`` in ``epochs``.
 EPOCH_METRICS: tuple[str, ...] = (
@@ -132,7 +133,7 @@ LATENT_COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
         "val_dwkl + U log N: 0 for a posterior equal to the prior",
     ),
 ]
-"""The trials columns of version 3 that :func:`trial_columns_from_metrics` fills."""
+"""The trials columns of version 4 that :func:`trial_columns_from_metrics` fills."""
 
 _PER_DIM = ("val_mu_var_u", "val_kl_u_per_dim")  # list columns, from the keys <column>_<i>
 
@@ -240,7 +241,27 @@ def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
         ("val_label_r2_per_label", pa.list_(f64), True, "validation R^2 of each label, in label_names order"),
         ("test_label_r2_per_label", pa.list_(f64), True, "test R^2 of each label, in label_names order"),
         ("config_json", s, True, "the trial's full fit config as JSON, flat dotted keys"),
-        ("checkpoint", s, True, "where the trial's last checkpoint is (a path or URI)"),
+        (
+            "checkpoint",
+            s,
+            True,
+            "the trial's last checkpoint, relative to the run directory "
+            "(runs of psvae-tune 0.1: a path or URI)",
+        ),
+        (
+            "note",
+            s,
+            True,
+            "what happened to the trial on its way, e.g. re-run from epoch 0 because its checkpoint "
+            "was damaged",
+        ),
+        (
+            "reused_from",
+            s,
+            True,
+            "the trial of an earlier stage whose fit this row reuses (the same full fit config: not run "
+            "again; its results and checkpoint are that trial's); null for a trial that ran",
+        ),
     ]
     return cols
 

@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from psvae import yaml_io
 from psvae.errors import ConfigError, UserError
 
 
@@ -25,27 +24,36 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set loss.alpha=500")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = yaml_io.parse_value(value)  # 1e-3 is a number here too
     return out
 
 
 def load_fit_config(path: str | None, overrides: Sequence[str] = (), data: Sequence[str] = ()) -> Any:
     """The fit config of ``path`` (our keys or the reference's ``ae_model.json`` keys, which may
     need the ``data`` to count labels) with ``--set`` overrides."""
-    from psvae.config import FitConfig
+    return fit_config_and_notes(path, overrides, data)[0]
+
+
+def fit_config_and_notes(
+    path: str | None, overrides: Sequence[str] = (), data: Sequence[str] = ()
+) -> tuple[Any, list[str]]:
+    """:func:`load_fit_config` and the notes of what was adjusted (a shortened schedule's
+    anneal epochs), for the command to print."""
+    from psvae.config import FitConfig, read_config_file
     from psvae.data import label_count
 
     count = (lambda: label_count(data[0])) if data else None
-    base = FitConfig.from_yaml(path, n_labels=count) if path else FitConfig()
-    if not overrides:
-        return base
-    merged = base.flat()
-    sets = _parse_sets(overrides)
-    for key in sets:
-        if key not in merged:
-            FitConfig.from_mapping({key: sets[key]}, source="--set")  # raises with a hint
-    merged.update(sets)
-    return FitConfig.from_mapping(merged, source=path or "--set")
+    layers: list[tuple[str, Any]] = []
+    if path:
+        layers.append((path, read_config_file(path, n_labels=count)))
+    if overrides:
+        layers.append(("--set", _parse_sets(overrides)))
+    return FitConfig.from_layers(layers)
+
+
+def _notes(notes: Sequence[str]) -> None:
+    for note in notes:
+        print(f"psvae: note: {' '.join(note.split())}", file=sys.stderr)
 
 
 def _refuse_existing(path: Path, force: bool, flag: str = "--out") -> None:
@@ -106,7 +114,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from psvae.fit import run_fit
 
-    cfg = load_fit_config(args.config, args.set, args.data)
+    cfg, notes = fit_config_and_notes(args.config, args.set, args.data)
+    _notes(notes)
     summary = run_fit(args.data, cfg, args.out, progress=not args.quiet)
     m = summary.metrics
     if summary.status == "diverged":
@@ -172,6 +181,42 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(flag: str, text: str | None, sep: str, n: int, shape: str) -> tuple[int, ...] | None:
+    """``--crop 10,20,200,160`` -> (10, 20, 200, 160); a malformed value is a one-line UserError."""
+    if text is None:
+        return None
+    parts = text.lower().split(sep)
+    if len(parts) != n or not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"{flag} {text}: expected {shape}")
+    return tuple(int(p) for p in parts)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from psvae.dlc import ImportOptions, import_sessions
+
+    videos, labels = args.video or [], args.labels or []
+    if len(videos) != len(labels):
+        raise UserError(
+            f"{len(videos)} --video and {len(labels)} --labels: give each video its predictions, "
+            "--video V --labels L for every session"
+        )
+    crop = _ints("--crop", args.crop, ",", 4, "X,Y,WIDTH,HEIGHT in the video's pixels, e.g. 40,0,320,320")
+    size = _ints("--size", args.size, "x", 2, "WIDTHxHEIGHT, e.g. 128x128")
+    options = ImportOptions(
+        trial_frames=args.trial_frames,
+        crop=crop,  # type: ignore[arg-type]
+        size=size,  # type: ignore[arg-type]
+        grayscale=args.grayscale,
+        likelihood=args.likelihood,
+        bodyparts=tuple(args.bodyparts) if args.bodyparts else None,
+    )
+    for summary in import_sessions(
+        list(zip(videos, labels, strict=True)), args.out, options, force=args.force
+    ):
+        print(summary.line())
+    return 0
+
+
 def _run_id(text: str) -> str:
     """argparse type of --run-id: one plain name inside the storage, never a path."""
     from search.rundir import check_run_id
@@ -186,56 +231,47 @@ def new_run_id() -> str:
     return time.strftime("search-%Y%m%d-%H%M%S")
 
 
-def search_command(
-    spec: Any, run_id: str, storage: str | None, address: str | None, announce: bool = True
-) -> int:
-    """Run or resume a search and turn its outcome into an exit code: 0 done, 1 a stage had
-    no usable trial, 130 interrupted (resumable)."""
-    from search.run import Interrupted, SearchError, run_search
-    from search.storage import resolve_storage
-
-    store = resolve_storage(storage)
-    run_dir = store.run_location(run_id)
-    try:
-        run_search(spec, run_id, store, address)
-    except Interrupted as err:
-        print(f"psvae: {err}; continue with: psvae resume {run_dir}", file=sys.stderr)
-        return 130
-    except SearchError as err:
-        print(f"psvae: search failed: {err}", file=sys.stderr)
-        return 1
-    if announce:
-        print(
-            f"run directory: {run_dir}\nreport: {store.local / run_id / 'report' / 'index.html'}\n"
-            f"export the selected model with: psvae export {run_dir} --out DIR"
-        )
-    return 0
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from search.spec import load_spec
 
-    spec = load_spec(args.config, alpha=args.alpha, beta=args.beta)
+    notes: list[str] = []
+    spec = load_spec(args.config, alpha=args.alpha, beta=args.beta, data=args.data, notes=notes)
+    _notes(notes)
+    if args.dry_run:
+        from search.dryrun import describe, local_slots
+
+        if args.address:
+            print(f"(the probe runs on this machine, not on {args.address})")
+        print(describe(spec, local_slots(spec)))
+        return 0
     run_id = args.run_id or new_run_id()
+    from search.session import search_command
+
     return search_command(spec, run_id, args.storage, args.address)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from search.run import read_manifest
-    from search.spec import SearchSpec
+    from search.driver import resume_spec
+    from search.rundir import RunDir
     from search.storage import split_run
 
-    # the run is the folder named on the command line (its name checked there), whatever id its
-    # manifest, which may come from a shared bucket, records (checked when it is read)
+    # the run is the folder named on the command line (its name checked there), wherever it
+    # has moved and whatever id its manifest, which may come from a shared bucket, records
     root, run_id = split_run(args.run_dir)
-    manifest = read_manifest(args.run_dir)
-    spec = SearchSpec.from_dict(manifest["spec"])
+    spec = resume_spec(RunDir.open(args.run_dir))
+    from search.session import search_command
+
     return search_command(spec, run_id, root, args.address)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from search.status import status_text
+    from search.status import status_text, watch
 
+    if args.watch is not None:
+        if not args.watch > 0:
+            raise UserError(f"--watch {args.watch}: the seconds between refreshes must be above 0")
+        watch(args.run_dir, args.watch)
+        return 0
     print(status_text(args.run_dir))
     return 0
 
@@ -243,8 +279,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from search.export import export_run
 
-    out = export_run(args.run_dir, args.out, force=args.force)
-    print(f"exported the selected model to {out} (load it with psvae.load_model)")
+    out = export_run(args.run_dir, args.out, force=args.force, trial=args.trial)
+    what = f"trial {args.trial}" if args.trial else "the selected model"
+    print(f"exported {what} to {out} (load it with psvae.load_model)")
     return 0
 
 
@@ -268,7 +305,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     cluster = jobs.connect(args.address, insecure=args.insecure)
     run_id = args.run_id or new_run_id()
     storage = args.storage.rstrip("/")
-    job_id = jobs.submit(cluster, Path(args.config), run_id, storage, alpha=args.alpha, beta=args.beta)
+    job_id = jobs.submit(
+        cluster, Path(args.config), run_id, storage, alpha=args.alpha, beta=args.beta, data=args.data
+    )
     flags = f"--address {args.address}" + (" --insecure" if args.insecure else "")
     print(
         f"submitted job {job_id}\n"
@@ -366,14 +405,54 @@ def add_scene_arg(p: argparse.ArgumentParser) -> None:
 
 
 # -- parser -------------------------------------------------------------------------------
+EXAMPLES: dict[str, str] = {
+    "synthetic": "psvae synthetic --out data.h5\n  psvae synthetic --sessions 3 --out sessions/",
+    "fit": "psvae fit --data data.h5 --config fit.yaml --set train.epochs=50 --out fits/a",
+    "encode": "psvae encode --model fits/a/model --data data.h5 --out latents.parquet",
+    "import": "psvae import --video m1.mp4 --labels m1DLC_resnet50.csv --video m2.mp4 --labels m2DLC.h5 \\\n"
+    "      --crop 40,0,400,400 --size 128x128 --grayscale --out sessions/",
+    "search": "psvae search --config configs/cpu.yaml --data sessions/*.h5 --run-id mice-1",
+    "resume": "psvae resume runs/mice-1",
+    "status": "psvae status runs/mice-1",
+    "export": "psvae export runs/mice-1 --out chosen-model",
+    "submit": "psvae submit --address http://HOST:8265 --config search.yaml --storage /shared/runs",
+    "jobs": "psvae jobs logs JOB_ID --address http://HOST:8265 --follow",
+    "token": "psvae token --out ~/.ray/my-cluster.token",
+    "report": "psvae report runs/mice-1",
+    "demo": "psvae demo --quick",
+}
+"""One example per subcommand, shown at the end of its --help."""
+
+
+class _Version(argparse.Action):
+    """``--version``: the package version and the source commit, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and source commit, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from psvae.provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="psvae", description="Fit and search Partitioned Subspace VAEs on behavioural video."
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=text, description=text)
+        example = EXAMPLES.get(name)
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=f"example:\n  {example}" if example else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
@@ -404,6 +483,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the Parquet file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
 
+    p = add("import", cmd_import, "Turn videos and their DeepLabCut predictions into session files (HDF5).")
+    p.add_argument("--video", action="append", metavar="VIDEO", help="a video (any format FFmpeg reads)")
+    p.add_argument(
+        "--labels",
+        action="append",
+        metavar="PREDICTIONS",
+        help="DeepLabCut's predictions for the video given before it (CSV or HDF5); the n-th "
+        "--labels belongs to the n-th --video",
+    )
+    p.add_argument("--out", required=True, help="the folder to write VIDEO_STEM.h5 into (created)")
+    p.add_argument("--trial-frames", type=int, default=100, help="frames per trial (default 100)")
+    p.add_argument("--crop", metavar="X,Y,W,H", help="keep this rectangle of each frame (video pixels)")
+    p.add_argument("--size", metavar="WxH", help="resize the (cropped) frames to this size")
+    p.add_argument("--grayscale", action="store_true", help="one channel instead of RGB")
+    p.add_argument(
+        "--likelihood",
+        type=float,
+        default=0.9,
+        help="mask a body part's labels in frames where its likelihood is below this (default 0.9)",
+    )
+    p.add_argument("--bodyparts", nargs="+", metavar="NAME", help="only these body parts, in this order")
+    p.add_argument("--force", action="store_true", help="replace session files psvae import wrote before")
+
     def add_search_args(p: argparse.ArgumentParser) -> None:
         """What psvae search and psvae submit both take."""
         p.add_argument("--config", required=True, help="the search config (YAML)")
@@ -414,9 +516,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--alpha", type=float, help="fix alpha by hand: skips the alpha stage")
         p.add_argument("--beta", type=float, help="fix beta by hand: skips the beta stage")
+        p.add_argument(
+            "--data",
+            nargs="+",
+            metavar="FILE",
+            help="the session files (HDF5), relative to the current directory; replace the config's data:",
+        )
 
     p = add("search", cmd_search, "Run the staged alpha -> beta -> seeds search on Ray Tune.")
     add_search_args(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, its estimated time (from a short timed probe) and disk, and start nothing",
+    )
     p.add_argument("--storage", help="where run directories live: a folder (default ./runs), s3:// or gs://")
     p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
 
@@ -424,11 +537,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--address", help="a Ray cluster to use (default: start a local Ray)")
 
-    p = add("status", cmd_status, "Show a run's stages, trials and decisions.")
+    p = add("status", cmd_status, "Show a run's stages and every trial (running, finished, pending).")
     p.add_argument("run_dir", help="the run directory")
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=5.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 5) until the run stops",
+    )
 
-    p = add("export", cmd_export, "Write the selected model's bundle and selection.json.")
+    p = add("export", cmd_export, "Write the selected model's bundle (or any trial's) and selection.json.")
     p.add_argument("run_dir", help="the run directory")
+    p.add_argument(
+        "--trial", help="export this trial (its trial_id in psvae status) instead of the selected one"
+    )
     p.add_argument("--out", required=True, help="the directory to create")
     p.add_argument("--force", action="store_true", help="replace an existing directory")
 

@@ -1,16 +1,22 @@
-"""``psvae export``: the selected model's bundle plus the evidence for choosing it."""
+"""``psvae export``: a trial's model bundle plus the evidence for choosing it (no Ray needed).
+
+By default the search's selected model; ``--trial ID`` exports any trial of the run that
+completed (to compare candidates outside the report).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 from psvae.errors import UserError
 from psvae.files import check_replaceable, staged_dir
-from search.run import MANIFEST, read_manifest
+from search.rundir import BUNDLE, MANIFEST, RunDir
 from search.storage import exists, fetch_dir, is_uri
-from search.trainable import BUNDLE
 
 EXPORT_KIND = "export"
 # what an export held before folders carried their marker: such a folder is an earlier export
@@ -29,39 +35,72 @@ def _outside_runs(out: Path) -> None:
             )
 
 
-def export_run(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
-    """Copy the selected trial's bundle to ``out`` and write ``selection.json`` beside it.
+def _trial_row(run: RunDir, trial: str) -> dict[str, Any]:
+    from search import results
+
+    table = results.read_table(run.results, "trials") if run.results.is_dir() else None
+    if table is None or table.empty:
+        raise UserError(f"--trial {trial}: {run.location} has no finished trials yet")
+    rows = table[table["trial_id"] == trial]
+    if rows.empty:
+        known = ", ".join(sorted(table["trial_id"].astype(str)))
+        raise UserError(f"--trial {trial}: no such trial in {run.location} (its trials: {known})")
+    row = {str(k): v for k, v in rows.iloc[0].to_dict().items()}
+    if row["status"] != "completed" or not isinstance(row.get("checkpoint"), str):
+        raise UserError(f"--trial {trial}: the trial {row['status']} and has no model to export")
+    return row
+
+
+def export_run(run_dir: str | Path, out: str | Path, force: bool = False, trial: str | None = None) -> Path:
+    """Copy the selected trial's bundle (or ``trial``'s) to ``out`` with ``selection.json``.
 
     The copy is made in a temporary directory next to ``out`` and renamed into place, so an
     existing export is replaced only with ``force`` and only once the new one is complete.
     """
     out = Path(out)
-    manifest = read_manifest(run_dir)
-    selected = manifest.get("selected")
-    if not selected:
-        raise UserError(f"{run_dir}: the search has not selected a model yet (status {manifest['status']})")
+    run = RunDir.open(run_dir)
+    manifest = run.read()
     if out.exists() and not force:
         raise UserError(f"{out}: already exists; choose another --out or pass --force")
     check_replaceable(out, EXPORT_KIND, LEGACY_EXPORT)  # --force replaces an earlier export only
     _outside_runs(out)
-    bundle = f"{selected['checkpoint']}/{BUNDLE}"
+    exported: dict[str, Any]
+    if trial is None:
+        if manifest.selected is None:
+            raise UserError(f"{run_dir}: the search has not selected a model yet (status {manifest.status})")
+        selected = manifest.selected
+        exported = {"stage": selected.stage, "trial_id": selected.trial_id, "chosen": selected.chosen}
+        recorded = selected.checkpoint
+    else:
+        row = _trial_row(run, trial)
+        recorded = row["checkpoint"]
+        config = json.loads(row["config_json"])
+        exported = {"stage": row["stage"], "trial_id": trial, "config": config}
+        for key in ("reused_from", "val_pixel_mse", "val_label_r2", "train_mean_abs_corr_u"):
+            value = row.get(key)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                exported[key] = value
+    bundle = f"{run.checkpoint(recorded)}/{BUNDLE}"
     if not exists(f"{bundle}/weights.pt"):
-        raise UserError(f"{bundle}: the selected trial's model bundle is missing")
+        raise UserError(f"{bundle}: the trial's model bundle is missing")
+    is_selected = manifest.selected is not None and exported["trial_id"] == manifest.selected.trial_id
     with staged_dir(out, kind=EXPORT_KIND, legacy=LEGACY_EXPORT) as staged:
         if is_uri(bundle):
             fetch_dir(bundle, staged)
         else:
             shutil.copytree(bundle, staged, dirs_exist_ok=True)
         selection = {
-            "run_id": manifest["run_id"],
-            "spec_hash": manifest["spec_hash"],
-            "selected": selected,
+            "run_id": manifest.run_id,
+            "spec_hash": manifest.spec_hash,
+            "selected": None if manifest.selected is None else dataclasses.asdict(manifest.selected),
+            "exported": exported | {"is_selected": is_selected},
             "stages": {
                 name: {
-                    k: record.get(k)
-                    for k in ("status", "varies", "fixed", "fixes", "decision", "value", "rule")
+                    k: v
+                    for k, v in record.to_json().items()
+                    if k in ("status", "varies", "fixed", "fixes", "decision", "value", "rule", "reused")
                 }
-                for name, record in manifest["stages"].items()
+                for name, record in manifest.stages.items()
             },
         }
         (staged / "selection.json").write_text(json.dumps(selection, indent=2, sort_keys=True) + "\n")

@@ -25,10 +25,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from results_schema import READABLE_VERSIONS, epochs_schema, trials_schema
+from results_schema import epochs_schema, trials_schema
+from results_schema.tables import READABLE_VERSIONS
 
 TABLES: dict[str, Callable[[], pa.Schema]] = {"trials": trials_schema, "epochs": epochs_schema}
 SORT_KEYS: dict[str, tuple[str, ...]] = {
@@ -145,25 +145,37 @@ def stages_written(results_dir: PathLike, table_name: str) -> list[str]:
 def read_table(results_dir: PathLike, table_name: str) -> pd.DataFrame:
     """Every stage of ``table_name`` as one DataFrame, ordered by stage, trial_id (and epoch).
 
-    Files of an older readable schema version (``results_schema.READABLE_VERSIONS``) are read
-    with the current schema: the columns they lack come back as null (NaN in float columns).
-    A file of any other version is refused with one line. Nothing written gives an empty
-    DataFrame with the schema's columns.
+    Nothing written gives an empty DataFrame with the schema's columns.
     """
+    return _read_arrow(results_dir, table_name).to_pandas()
+
+
+def read_rows(results_dir: PathLike, table_name: str) -> list[dict[str, Any]]:
+    """Every row of ``table_name`` as a dict of Python values (null as None, lists as lists): the
+    form :func:`write_stage` takes back."""
+    return list(_read_arrow(results_dir, table_name).to_pylist())
+
+
+def _read_arrow(results_dir: PathLike, table_name: str) -> pa.Table:
     schema = _schema(table_name)
     files = [_stage_file(results_dir, table_name, s) for s in stages_written(results_dir, table_name)]
     if not files:
-        return schema.empty_table().to_pandas()
-    readable = {str(v).encode() for v in READABLE_VERSIONS}
+        return schema.empty_table()
+    readable = {str(v).encode() for v in READABLE_VERSIONS[table_name]}
+    tables = []
     for file in files:
         found = (pq.read_schema(file).metadata or {}).get(b"version", b"(none)")
         if found not in readable:
             raise ValueError(
-                f"{file}: {table_name} schema version {found.decode()}; this version reads "
-                f"{', '.join(str(v) for v in READABLE_VERSIONS)}; rewrite the stage"
+                f"{file}: {table_name} schema version {found.decode()}, this psvae-tune reads "
+                f"{', '.join(sorted(v.decode() for v in readable))}; rewrite the stage"
             )
-    # An explicit list of files: no partition inference, so ``stage`` comes only from the files;
-    # the dataset's schema fills the columns an older file lacks with nulls.
-    table = ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
-    table = table.sort_by([(key, "ascending") for key in SORT_KEYS[table_name]])
-    return table.to_pandas()
+        part = pq.read_table(file)
+        # an older file lacks the newer columns: they read as null
+        columns = [
+            part.column(f.name).cast(f.type) if f.name in part.column_names else pa.nulls(len(part), f.type)
+            for f in schema
+        ]
+        tables.append(pa.Table.from_arrays(columns, schema=schema))
+    table = pa.concat_tables(tables)
+    return table.sort_by([(key, "ascending") for key in SORT_KEYS[table_name]])

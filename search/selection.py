@@ -13,7 +13,7 @@ variational class whose unsupervised latents have *collapsed*: a dimension whose
 varies less than ``min_active_var`` over the validation frames (``val_mu_var_u``) carries
 nothing, and a low correlation between such latents means nothing either. If every otherwise
 usable trial has collapsed, the rule raises :class:`CollapsedStage` with the remedy
-(``docs/latents.md``). Tables without ``val_mu_var_u`` (results schema 2) are not screened.
+(``docs/latents.md``). Tables without ``val_mu_var_u`` (results schemas 2 and 3) are not screened.
 """
 
 from __future__ import annotations

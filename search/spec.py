@@ -18,18 +18,19 @@ from its results. Everything is checked here, before Ray starts or any trial run
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from psvae.config import FitConfig
-from psvae.errors import ConfigError
+from psvae import yaml_io
+from psvae.config import SEED_MAX, FitConfig
+from psvae.errors import ConfigError, DataError
 from psvae.family import DEFAULT_CLASS, FAMILY, SELECTIVE_KEYS, classes_reading
 
 # stage name -> (the fit-config key it varies, the default values, the default rule)
@@ -48,7 +49,19 @@ CROSSED: dict[str, tuple[str, tuple[float, ...], str]] = {
     "beta_delta": ("loss.delta", (50.0, 100.0, 500.0, 1000.0), "delta"),
 }
 ALGORITHMS = ("grid", "optuna")
-TOP_KEYS = {"data", "fit", "alpha", "beta", "resources", "max_failures", "checkpoint_every_s", "stages"}
+TOP_KEYS = {
+    "data",
+    "fit",
+    "alpha",
+    "beta",
+    "resources",
+    "max_failures",
+    "checkpoint_every_s",
+    "stages",
+    "reuse_fits",
+}
+# what only changes how the search runs, not what it finds: left out of the spec hash
+RUNTIME_KEYS = ("resources", "max_failures", "checkpoint_every_s", "reuse_fits")
 STAGE_KEYS = {
     "name",
     "key",
@@ -115,6 +128,7 @@ class SearchSpec:
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2
     checkpoint_every_s: float = 60.0  # least time between two checkpoints of a trial; 0: every epoch
+    reuse_fits: bool = True  # a trial whose fit an earlier stage completed is not run again
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -122,8 +136,8 @@ class SearchSpec:
     def spec_hash(self) -> str:
         """Hash of everything that changes results (not resources, which only change speed)."""
         d = self.to_dict()
-        for key in ("resources", "max_failures", "checkpoint_every_s"):
-            d.pop(key)
+        for key in RUNTIME_KEYS:
+            d.pop(key, None)
         for stage in d["stages"]:  # a stage without a crossed key hashes as before it existed
             if stage.get("cross") is None:
                 stage.pop("cross", None)
@@ -155,6 +169,24 @@ class SearchSpec:
             resources=Resources(**d.get("resources", {})),
             max_failures=int(d.get("max_failures", 2)),
             checkpoint_every_s=float(d.get("checkpoint_every_s", 60.0)),
+            reuse_fits=bool(d.get("reuse_fits", True)),
+        )
+
+    def relative_to(self, folder: Path) -> SearchSpec:
+        """The spec with data files inside ``folder`` (a run's own inputs) named relative to it,
+        as the run's manifest records them: a run moved with its inputs still finds them."""
+        out = []
+        for path in self.data:
+            p = Path(path)
+            out.append(
+                p.relative_to(folder).as_posix() if p.is_absolute() and p.is_relative_to(folder) else path
+            )
+        return dataclasses.replace(self, data=tuple(out))
+
+    def resolved(self, folder: Path) -> SearchSpec:
+        """The inverse of :meth:`relative_to`: relative data files are inside ``folder``."""
+        return dataclasses.replace(
+            self, data=tuple(path if Path(path).is_absolute() else str(folder / path) for path in self.data)
         )
 
     def base_config(self) -> FitConfig:
@@ -186,6 +218,28 @@ def _sigma_value(source: str, where: str, value: Any) -> None:
         return
     if _number(source, f"{where} (loss.sigma_x)", value) <= 0:
         raise ConfigError(f"{source}: {where} = {value!r}: sigma_x must be greater than 0")
+
+
+def _check_rule_params(source: str, where: str, rule: str, params: Mapping[str, Any]) -> None:
+    """A rule's parameters are checked here rather than when its stage ends, hours later: each
+    must be one the rule takes, a finite number >= 0, and within what the rule accepts (an
+    activity threshold must be > 0: ``search.selection.check_params``)."""
+    from search.selection import PARAM_CHECKS, rule_params
+
+    accepted = rule_params(rule)
+    for name, value in params.items():
+        if name not in accepted:
+            raise ConfigError(
+                f"{source}: {where}.rule_params.{name}: not a parameter of rule {rule} "
+                f"(it takes: {', '.join(accepted) or 'no parameters'})"
+            )
+        if name not in PARAM_CHECKS:
+            _number(source, f"{where}.rule_params.{name}", value)
+            continue
+        try:
+            PARAM_CHECKS[name](value)
+        except ValueError as err:
+            raise ConfigError(f"{source}: {where}.rule_params.{err}") from None
 
 
 def _parse_stage(
@@ -266,8 +320,10 @@ def _parse_stage(
         )
     for j, v in enumerate(values):
         if name == "seeds":
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{source}: {where}.values[{j}] = {v!r}: seeds are integers >= 0")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= SEED_MAX:
+                raise ConfigError(
+                    f"{source}: {where}.values[{j}] = {v!r}: seeds are integers from 0 to 2**64 - 1"
+                )
         elif name == "sigma_x":
             _sigma_value(source, f"{where}.values[{j}]", v)
         elif name in STAGE_KINDS:
@@ -296,12 +352,7 @@ def _parse_stage(
     params = raw.get("rule_params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{source}: {where}.rule_params = {params!r}: expected a mapping")
-    from search.selection import check_params
-
-    try:  # a bad threshold is found here, not after the stage's trials have run
-        check_params(rule, dict(params))
-    except ValueError as err:
-        raise ConfigError(f"{source}: {where}.rule_params.{err}") from None
+    _check_rule_params(source, where, rule, params)
     cross: tuple[str, tuple[Any, ...]] | None = None
     if cross_kind is not None:
         cross_key, cross_default, cross_name = cross_kind
@@ -357,11 +408,14 @@ def stages_from_sweeps(sweeps: dict[str, list[Any]], base: FitConfig) -> list[di
     return stages
 
 
-def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpec:
+def parse_spec(
+    raw: Mapping[str, Any], source: str, base_dir: Path, notes: list[str] | None = None
+) -> SearchSpec:
     """Check a search config (already loaded from YAML) and resolve its paths.
 
     The fit config (``fit``, or keys at the top level) may use the reference's ``ae_model.json``
-    keys (see :mod:`psvae.reference`); their list values become the stages.
+    keys (see :mod:`psvae.reference`); their list values become the stages. ``notes``, when
+    given, receives one line per adjustment of the fit config (see ``FitConfig.from_layers``).
     """
     from psvae import reference
 
@@ -373,11 +427,15 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     if unknown:
         raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
     data = raw.get("data")
+    if data is None:
+        raise ConfigError(f"{source}: no data: list the session files under data:, or give --data FILE ...")
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data or not all(isinstance(p, str) for p in data):
         raise ConfigError(f"{source}: data = {data!r}: expected a list of HDF5 files")
-    paths = tuple(str((base_dir / p).resolve()) for p in data)
+    from psvae import paths as input_paths
+
+    paths = tuple(str(input_paths.resolve(base_dir / p, DataError)) for p in data)
     from psvae.data import frame_shape_of
 
     for p in paths:  # a missing or malformed file fails here, before Ray starts
@@ -395,7 +453,9 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         n_labels = label_count(paths[0]) if "n_ae_latents" in merged else None
         fit_raw, sweeps = reference.from_reference(merged, source, n_labels)
         ref_fixed = {reference.KEYS[k] for k in merged if k in reference.KEYS} - set(sweeps)
-    base = FitConfig.from_mapping(fit_raw, source=f"{source}: fit")
+    base, fit_notes = FitConfig.from_layers([(f"{source}: fit", fit_raw)])
+    if notes is not None:
+        notes.extend(fit_notes)
 
     fixed: dict[str, float | None] = {}
     for name in ("alpha", "beta"):
@@ -450,6 +510,9 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         raise ConfigError(f"{source}: max_failures = {max_failures!r}: expected an integer >= 0")
 
     every_s = _number(source, "checkpoint_every_s", raw.get("checkpoint_every_s", 60.0))
+    reuse_fits = raw.get("reuse_fits", True)
+    if not isinstance(reuse_fits, bool):
+        raise ConfigError(f"{source}: reuse_fits = {reuse_fits!r}: expected true or false")
     spec = SearchSpec(
         data=paths,
         fit=base.flat(),
@@ -459,6 +522,7 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
         resources=Resources(cpus, gpus, max_conc),
         max_failures=max_failures,
         checkpoint_every_s=every_s,
+        reuse_fits=reuse_fits,
     )
     # every trial's config must be valid too (e.g. anneal_epochs vs epochs, n_unsupervised)
     for stage in spec.stages:
@@ -469,14 +533,17 @@ def parse_spec(raw: Mapping[str, Any], source: str, base_dir: Path) -> SearchSpe
     return spec
 
 
-def load_spec(path: str | Path, alpha: float | None = None, beta: float | None = None) -> SearchSpec:
+def load_spec(
+    path: str | Path,
+    alpha: float | None = None,
+    beta: float | None = None,
+    data: Sequence[str] | None = None,
+    notes: list[str] | None = None,
+) -> SearchSpec:
+    """Read a search config. ``data`` (paths relative to the current directory) supplies or
+    replaces its ``data:``, so one config serves many datasets (``--data``)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such search config")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    raw = yaml_io.read(path, "search config") or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of search-config keys")
     raw = dict(raw)
@@ -484,4 +551,6 @@ def load_spec(path: str | Path, alpha: float | None = None, beta: float | None =
         raw["alpha"] = alpha
     if beta is not None:
         raw["beta"] = beta
-    return parse_spec(raw, str(path), path.parent)
+    if data:
+        raw["data"] = [os.path.abspath(p) for p in data]  # checked and resolved by parse_spec
+    return parse_spec(raw, str(path), path.parent, notes)

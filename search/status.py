@@ -1,89 +1,225 @@
-"""``psvae status``: a run's stages, trials, states and choices as plain text."""
+"""``psvae status``: a run's stages and every trial, finished, running or still to come.
+
+Read from the run directory alone: the manifest (stages, decisions, how many trials each stage
+plans), the Parquet results (finished trials) and Tune's result files (running trials: their
+latest epoch and validation metrics), so it works while the search runs, after it was killed,
+and on another machine (a URI).
+"""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
-from search.run import read_manifest
-from search.storage import is_uri, list_files, read_text, resolve_storage, split_run
+from search.live import eta_text, values_text
+from search.rundir import DONE, EXPERIMENT, FIXED, RUNNING, Manifest, RunDir
+from search.spec import SearchSpec
+from search.storage import list_files, read_text
 
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
-        return "-" if value != value else f"{value:.4g}"
+        return "-" if not math.isfinite(value) else f"{value:.4g}"
     return "-" if value is None else str(value)
 
 
-def last_reports(experiment: str | Path) -> list[tuple[str, dict[str, Any] | None]]:
-    """(trial name, its last report or None) for each started trial of a stage's Tune
-    experiment (a local folder or a URI), from Tune's result files."""
-    out = []
-    for result_file in list_files(experiment, "result.json"):
-        reports = [line for line in read_text(result_file).splitlines() if line.strip()]
-        name = "_".join(result_file.replace("\\", "/").rsplit("/", 2)[-2].split("_")[2:4])
-        out.append((name, json.loads(reports[-1]) if reports else None))
+def _folder(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 2)[-2]
+
+
+def last_reports(experiment: str) -> dict[str, dict[str, Any] | None]:
+    """Trial id -> its last report (or None before its first), from Tune's result files of an
+    experiment (a local folder or a URI).
+
+    A trial whose reports have not reached its result file (its worker wrote a checkpoint and
+    the driver was killed before logging the report) is described from its config
+    (``params.json``) and its newest checkpoint's epochs instead."""
+    results = {_folder(p): p for p in list_files(experiment, "result.json")}
+    params = {_folder(p): p for p in list_files(experiment, "params.json")}
+    histories: dict[str, str] = {}
+    for history in list_files(experiment, "history.json"):  # <trial>/checkpoint_NNNNNN/history.json
+        trial = history.replace("\\", "/").rsplit("/", 3)[-3]
+        histories[trial] = max(histories.get(trial, ""), history)
+    out: dict[str, dict[str, Any] | None] = {}
+    for folder in sorted(set(results) | set(params)):
+        lines = (
+            [line for line in read_text(results[folder]).splitlines() if line.strip()]
+            if folder in results
+            else []
+        )
+        last: dict[str, Any] | None = json.loads(lines[-1]) if lines else None
+        if last is None and folder in params:
+            last = {"config": json.loads(read_text(params[folder]))}
+            if folder in histories:
+                last["epoch"] = len(json.loads(read_text(histories[folder]))) - 1
+        trial_id = str(last.get("trial_id")) if last and last.get("trial_id") else folder.split("-", 1)[-1]
+        out[trial_id] = last
     return out
 
 
-def _running_trials(experiment: str) -> list[str]:
-    """One line per trial of a stage that is still running."""
-    lines = []
-    for name, last in last_reports(experiment):
-        if last is None:
-            lines.append(f"  {name:<14} started")
-            continue
-        state = "finished" if last.get("done") else f"epoch {last.get('epoch')} reported"
-        trial_config = last.get("config", {}).get("trial", {})
-        lines.append(f"  {last.get('trial_id', name):<14} {state:<18} {trial_config}")
-    return lines or ["  (no trial has started yet)"]
+@dataclass
+class TrialState:
+    stage: str
+    trial_id: str
+    state: str  # pending, started, running, completed, diverged, failed, reused
+    values: dict[str, Any]
+    epoch: int | None = None
+    epochs: int | None = None
+    val_loss: float | None = None
+    val_pixel_mse: float | None = None
+    val_label_r2: float | None = None
+    corr: float | None = None
+    eta_s: float | None = None
+    why: str | None = None
 
 
-def status_text(location: str | Path) -> str:
-    """``location``: a run directory, local or a URI (its driver files are fetched first)."""
+def _running(last: dict[str, Any] | None) -> dict[str, Any]:
+    if last is None or "epoch" not in last:
+        return {"state": "started"}
+    epoch = int(last.get("epoch", -1)) + 1
+    epochs = int(
+        (last.get("config", {}).get("base", {}) | last.get("config", {}).get("set", {})).get(
+            "train.epochs", 0
+        )
+    )
+    elapsed, iterations = last.get("time_since_restore"), last.get("iterations_since_restore")
+    eta = None
+    if elapsed and iterations and epochs:
+        eta = (epochs - epoch) * float(elapsed) / float(iterations)
+    return {
+        "state": "running",
+        "epoch": epoch,
+        "epochs": epochs or None,
+        "val_loss": last.get("val_loss"),
+        "val_pixel_mse": last.get("val_pixel_mse"),
+        "val_label_r2": last.get("val_label_r2"),
+        "eta_s": eta,
+    }
+
+
+def trial_states(run: RunDir, manifest: Manifest) -> list[TrialState]:
+    """Every trial of the run, in plan order: finished ones from the results, running ones from
+    Tune's files, and the current stage's planned trials that have not started."""
     from search import results
 
-    location = str(location).rstrip("/")
-    manifest = read_manifest(location)
-    run_dir = Path(location)
-    if is_uri(location):
-        root, run_id = split_run(location)
-        store = resolve_storage(root)
-        store.pull(run_id)
-        run_dir = store.local / run_id
-    lines = [f"run {manifest['run_id']} ({manifest['status']}), spec {manifest['spec_hash']}", ""]
-    lines.append(f"{'stage':<8} {'status':<9} {'rule':<20} chosen")
-    searched = [s["name"] for s in manifest["spec"]["stages"]]
-    fixed = [name for name, r in manifest["stages"].items() if r["status"] == "fixed"]
-    for stage in fixed + searched:
-        record = manifest["stages"].get(stage)
+    spec = SearchSpec.from_dict(manifest.spec)
+    table = results.read_table(run.results, "trials") if run.results.is_dir() else None
+    rows = [] if table is None else table.to_dict("records")
+    states: list[TrialState] = []
+    reports = last_reports(run.experiment) if manifest.one_experiment else {}
+    for stage in spec.stages:
+        record = manifest.stage(stage.name)
         if record is None:
-            lines.append(f"{stage:<8} {'pending':<9}")
             continue
-        if record["status"] == "fixed":
-            lines.append(f"{stage:<8} {'fixed':<9} {'by hand':<20} {stage}={record['value']}")
+        if not manifest.one_experiment and record.status == RUNNING:
+            reports.update(last_reports(run.stage_experiment(stage.name)))
+        keys = stage.varied_keys()
+        finished = {r["trial_id"]: r for r in rows if r["stage"] == stage.name}
+        seen = set()
+        for trial_id, row in sorted(finished.items()):
+            config = json.loads(row["config_json"])
+            state = "reused" if isinstance(row.get("reused_from"), str) else row["status"]
+            why = f"the fit of {row['reused_from']}" if state == "reused" else row.get("error")
+            states.append(
+                TrialState(
+                    stage.name, trial_id, state, {k: config.get(k) for k in keys},
+                    row.get("epochs_run"), int(config.get("train.epochs", 0)) or None,
+                    row.get("val_loss"), row.get("val_pixel_mse"), row.get("val_label_r2"),
+                    row.get("train_mean_abs_corr_u"), None, why if isinstance(why, str) else None,
+                )
+            )  # fmt: skip
+            seen.add(json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str))
+        if record.status != RUNNING:
             continue
-        decision = record.get("decision") or {}
+        for trial_id, last in sorted(reports.items()):
+            config = (last or {}).get("config", {})
+            if config and config.get("stage") != stage.name:
+                continue
+            if trial_id in finished or (not config and manifest.one_experiment):
+                continue
+            fit = {**config.get("base", {}), **config.get("set", {})}
+            values = {k: fit.get(k) for k in keys}
+            seen.add(json.dumps(values, sort_keys=True, default=str))
+            states.append(TrialState(stage.name, trial_id, values=values, **_running(last)))
+        if stage.algorithm == "grid":
+            fixed = manifest.chosen_overrides(spec.alpha, spec.beta)
+            base = spec.base_config()
+            for overrides in stage.trial_overrides():
+                fit = base.replace(**{**fixed, **overrides}).flat()
+                values = {k: fit.get(k) for k in keys}
+                if json.dumps(values, sort_keys=True, default=str) not in seen:
+                    states.append(
+                        TrialState(stage.name, "-", "pending", values, epochs=int(fit["train.epochs"]))
+                    )
+        elif stage.algorithm == "optuna":
+            started = sum(1 for s in states if s.stage == stage.name)
+            states += [
+                TrialState(stage.name, "-", "pending", {}) for _ in range(max(0, stage.n_trials - started))
+            ]
+    return states
+
+
+def status_text(location: str) -> str:
+    """``location``: a run directory, local or a URI (its driver files are fetched first)."""
+    run = RunDir.open(location)
+    manifest = run.read()
+    spec_names = [s["name"] for s in manifest.spec.get("stages", [])]
+    lines = [f"run {manifest.run_id} ({manifest.status}), spec {manifest.spec_hash}: {run.location}"]
+    if manifest.dashboard and manifest.status == RUNNING:
+        lines.append(f"Ray dashboard (while its driver runs): {manifest.dashboard}")
+    lines += ["", f"{'stage':<10} {'status':<9} {'trials':>6} {'rule':<20} chosen"]
+    fixed = [n for n, r in manifest.stages.items() if r.status == FIXED]
+    for name in fixed + spec_names:
+        record = manifest.stage(name)
+        if record is None:
+            lines.append(f"{name:<10} {'pending':<9}")
+            continue
+        if record.status == FIXED:
+            lines.append(f"{name:<10} {'fixed':<9} {'':>6} {'by hand':<20} {name}={record.value}")
+            continue
+        decision = record.decision or {}
         chosen = ", ".join(f"{k}={v}" for k, v in (decision.get("chosen") or {}).items())
-        lines.append(f"{stage:<8} {record['status']:<9} {decision.get('rule', '-'):<20} {chosen}")
-    trials = results.read_table(run_dir / "results", "trials") if (run_dir / "results").exists() else None
-    if trials is not None and len(trials):
-        header = f"{'stage':<8} {'trial':<14} {'status':<10} {'alpha':>7} {'beta':>5} {'U':>2} {'seed':>4} "
-        lines += ["", header + f"{'val pix MSE':>11} {'val lab MSE':>11} {'mean|r|':>8}"]
-        for row in trials.itertuples():
-            hyper = f"{_fmt(row.alpha):>7} {_fmt(row.beta):>5} {row.n_unsupervised:>2} {row.seed_model:>4}"
-            errors = f"{_fmt(row.val_pixel_mse):>11} {_fmt(row.val_label_mse):>11}"
-            why = f"  ({row.error})" if isinstance(row.error, str) else ""
+        trials = "" if record.planned is None else str(record.planned)
+        rule = decision.get("rule", "-") if record.status == DONE else ("-" if not record.error else "failed")
+        lines.append(f"{name:<10} {record.status:<9} {trials:>6} {rule:<20} {chosen}")
+        if record.error:
+            lines.append(f"  {record.error}")
+    states = trial_states(run, manifest)
+    if states:
+        header = (
+            f"{'stage':<10} {'trial':<16} {'state':<10} {'values':<26} {'epoch':>9} {'val loss':>10} "
+            f"{'val pix MSE':>11} {'val R2':>7} {'mean|r|':>8} {'ETA':>7}"
+        )
+        lines += ["", header]
+        for s in states:
+            epoch = "" if s.epoch is None else f"{s.epoch}/{s.epochs or '?'}"
+            eta = eta_text(s.eta_s) if s.state == "running" else ""
             lines.append(
-                f"{row.stage:<8} {row.trial_id:<14} {row.status:<10} {hyper} {errors} "
-                f"{_fmt(row.train_mean_abs_corr_u):>8}{why}"
+                f"{s.stage:<10} {s.trial_id:<16} {s.state:<10} {values_text(s.values):<26} {epoch:>9} "
+                f"{_fmt(s.val_loss):>10} {_fmt(s.val_pixel_mse):>11} {_fmt(s.val_label_r2):>7} "
+                f"{_fmt(s.corr):>8} {eta:>7}" + (f"  ({s.why})" if s.why else "")
             )
-    for stage in searched:
-        record = manifest["stages"].get(stage)
-        if record is not None and record["status"] == "running":
-            lines += ["", f"stage {stage} in progress:", *_running_trials(f"{location}/{stage}")]
-    if manifest.get("selected"):
-        s = manifest["selected"]
-        lines += ["", f"selected: trial {s['trial_id']} of stage {s['stage']}: {s['chosen']}"]
+        running = [s for s in states if s.state == "running" and s.eta_s is not None]
+        if running:
+            first = min(s.eta_s or 0.0 for s in running)
+            lines.append(f"\n{len(running)} trial(s) running; the first ends in about {eta_text(first)}")
+    if manifest.selected is not None:
+        picked = manifest.selected
+        lines += ["", f"selected: trial {picked.trial_id} of stage {picked.stage}: {picked.chosen}"]
     return "\n".join(lines)
+
+
+def watch(location: str, every_s: float, show: Any = print) -> None:
+    """Print the status every ``every_s`` seconds until the run is no longer running."""
+    while True:
+        text = status_text(location)
+        show("\033[2J\033[H" + text + f"\n\n(refreshed every {every_s:g} s; Ctrl-C to stop watching)")
+        if not text.split("\n", 1)[0].split("(", 1)[1].startswith(RUNNING):
+            return
+        time.sleep(every_s)
+
+
+__all__ = ["EXPERIMENT", "last_reports", "status_text", "trial_states", "watch"]

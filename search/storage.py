@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,28 @@ from typing import Any
 from urllib.parse import urlparse
 
 from psvae.errors import UserError
-from search.rundir import check_run_id
 
 REMOTE_SCHEMES = ("s3", "gs")
+MAX_RUN_ID = 128
+RUN_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_RUN_ID - 1}}}")
+"""A run id: letters, digits, '_', '.', '-', starting with a letter or digit, at most 128 long.
+This excludes '/', '..', absolute paths, empty names and control characters by construction."""
 # what the driver writes itself, relative to a run directory; Tune's experiments are not here
 DRIVER_FILES = ("manifest.json", "results", "optuna.journal")
+REMOTE_FILE = ".remote"  # in a mirror of a run on an object store: the run's URI
+
+
+def check_run_id(run_id: object, source: str = "--run-id") -> str:
+    """``run_id`` if it is one plain name inside the storage, else a UserError naming ``source``
+    and the value. A run id from a command line, a folder name or a manifest read back from
+    storage (which others may write to, on a shared bucket) is untrusted: never a path."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        text = run_id if isinstance(run_id, str) and len(run_id) <= 80 else str(run_id)[:80] + "..."
+        raise UserError(
+            f"{source} = {text!r}: a run id is one plain name (letters, digits, '_', '.', '-', starting "
+            f"with a letter or digit, at most {MAX_RUN_ID} characters), never a path"
+        )
+    return run_id
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:
@@ -141,6 +159,9 @@ class Storage:
             source = f"{self.root}/{run_id}/{name}"
             if exists(source):
                 _download(source, local / name)
+        # the mirror says where its run lives, so that what reads the mirror alone (the report,
+        # rebuilt in a child process) finds the run's checkpoints in the bucket
+        (local / REMOTE_FILE).write_text(f"{self.root}/{run_id}\n")
 
     def push(self, run_id: str, relative: str) -> None:
         """Upload one finished file or folder of the run's driver files."""

@@ -1,5 +1,6 @@
 """The one place that talks to Tune's reporting API: a thin function trainable around
-psvae's Trainer.
+psvae's Trainer. A checkpoint that cannot be read (truncated, damaged) does not fail the trial
+for good: the fit runs again from epoch 0 and its reports say so (``restarted``).
 
 Every epoch is reported; at most every ``checkpoint_every_s`` seconds the report carries a
 checkpoint of the trainer's full state, so a retried trial continues from there. The last
@@ -18,37 +19,48 @@ from typing import Any
 
 from ray import tune
 
-from psvae.config import FitConfig
 from psvae.data import FrameData
 from psvae.export import save_bundle
 from psvae.files import jsonable
 from psvae.trainer import Trainer
-
-TRAINER_STATE = "trainer.pt"
-HISTORY = "history.json"
-SUMMARY = "summary.json"
-BUNDLE = "model"
+from search.rundir import BUNDLE, HISTORY, SUMMARY, TRAINER_STATE
+from search.scheduler import fit_config as trial_fit_config
 
 
 def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
-    """``config``: {"base": flat fit config, "trial": the stage's overrides,
-    "checkpoint_every_s": the least time between two checkpoints (0: every epoch)}."""
-    fit_config = FitConfig.from_mapping({**config["base"], **config["trial"]}, source="trial config")
+    """``config``: {"base": the search's flat fit config, "set": what this trial sets beyond it,
+    "stage", "hp": its hyperparameters (for TensorBoard), "checkpoint_every_s": the least time
+    between two checkpoints (0: every epoch)}."""
+    fit_config = trial_fit_config(config)
     frames = FrameData.from_arrays(data)
     trainer = Trainer(fit_config, frames)
+    restarted = None  # why the fit started again from epoch 0 although a checkpoint existed
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             if (Path(d) / SUMMARY).is_file():  # the fit had finished: report its outcome again
-                final = json.loads((Path(d) / SUMMARY).read_text())
-                tune.report({**final, "done": True}, checkpoint=checkpoint)
-                return
-            trainer.restore(Path(d) / TRAINER_STATE)
+                try:
+                    final = json.loads((Path(d) / SUMMARY).read_text())
+                except (OSError, ValueError):
+                    final = None
+                if final is not None:
+                    tune.report({**final, "done": True}, checkpoint=checkpoint)
+                    return
+                restarted = f"{Path(checkpoint.path).name}: its summary is damaged"
+            else:
+                try:
+                    trainer.restore(Path(d) / TRAINER_STATE)
+                except Exception as err:  # a truncated or damaged file: any of torch's errors
+                    restarted = f"{Path(checkpoint.path).name} is damaged ({type(err).__name__})"
+        if restarted is not None:
+            trainer = Trainer(fit_config, frames)  # nothing of the damaged state is kept
 
     every_s = float(config.get("checkpoint_every_s", 0))
     last_checkpoint = time.monotonic()
     for result in trainer.epochs():
         metrics = {**jsonable(result.flat()), "done": False}
+        if restarted is not None:
+            metrics["restarted"] = f"re-run from epoch 0: {restarted}"
         # The full state of the default network is ~175 MB: it is saved at most every
         # ``every_s`` seconds (a retried trial loses less than that), and not after the last
         # epoch, whose outcome the final report below checkpoints a few seconds later.
@@ -74,6 +86,7 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
             # a string: TensorBoard's logger takes numbers and strings, not lists
             "label_names_json": json.dumps(list(frames.label_stats.names)),
             **jsonable(summary.metrics),
+            **({"restarted": f"re-run from epoch 0: {restarted}"} if restarted else {}),
         }
         (Path(d) / SUMMARY).write_text(json.dumps(final))
         if trainer.best_state is not None:
@@ -83,5 +96,6 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
                 fit_config,
                 frames.label_stats,
                 extra={"best_epoch": summary.best_epoch, "status": summary.status},
+                provenance=config.get("provenance"),
             )
         tune.report({**final, "done": True}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -78,6 +78,12 @@ def frame_shape_in_fresh_process(bundle: Path, env: dict[str, str]) -> str:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def trial_folders(run_dir: Path) -> list[Path]:
+    """The trial folders of a run's one Tune experiment (``tune/<stage>-<trial id>/``), not
+    Tune's own state files beside them."""
+    return sorted(p for p in (run_dir / "tune").glob("*-*") if p.is_dir())
+
+
 def env_for(home: Path) -> dict[str, str]:
     """The environment of a psvae process under test: HOME pinned (Ray writes its token there),
     the Ray auth variables cleared, the repository importable."""

@@ -13,3 +13,59 @@ def test_psvae_imports_no_service_dependencies():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project's modules it imports, anywhere in it (inside functions too)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules = {}
+    for package in ("psvae", "search", "results_schema", "cluster"):
+        for file in (root / package).rglob("*.py"):
+            name = ".".join(file.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = file
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, file in modules.items():
+        for node in ast.walk(ast.parse(file.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [resolve(a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [resolve(f"{node.module}.{a.name}") or resolve(node.module) for a in node.names]
+            graph[name] |= {t for t in targets if t is not None and t != name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _import_graph()
+    assert {"search.driver", "search.scheduler", "search.rundir"} <= set(graph)  # it saw the project
+    cycles = []
+    for start in graph:  # a depth-first walk from every module: a path back to it is a cycle
+        stack = [(start, [start])]
+        seen: set[str] = set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    cycles.append(" -> ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert not cycles, cycles[:5]
+
+
+def test_export_status_and_the_run_directory_need_no_ray():
+    code = (
+        "import sys, search.export, search.status, search.rundir, search.scheduler\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

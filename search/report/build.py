@@ -31,7 +31,7 @@ from psvae.files import staged_dir
 from search.report import figures
 from search.report import model as report_model
 from search.report.page import render_page
-from search.run import OPTUNA_JOURNAL, read_manifest
+from search.rundir import BUNDLE, EXPERIMENT, OPTUNA_JOURNAL, RunDir, read_manifest
 from search.status import last_reports
 from search.storage import fetch_dir, is_uri
 
@@ -43,7 +43,6 @@ MAX_LABEL_TRIALS = 4  # test trials drawn in the label reconstructions
 MOVIE_FRAME_MS = 120
 # what a report folder held before folders carried their marker: replaceable as a report
 LEGACY_REPORT = frozenset({INDEX, PLOTLY_JS, MOVIE_GIF})
-BUNDLE = "model"  # search.trainable.BUNDLE, the final checkpoint's model bundle (named here: no Ray import)
 
 # section states, shown as badges and as data-state attributes
 DONE, PENDING, FAILED, FIXED, UNAVAILABLE = "done", "pending", "failed", "fixed", "unavailable"
@@ -138,19 +137,17 @@ def html_table(
     return f'<div class="table-wrap">{table}</div>'
 
 
-def local_checkpoint(path: str, run_dir: Path) -> Path:
-    """A checkpoint path from the manifest; for a run directory that was moved, the same
-    ``<stage>/<trial>/<checkpoint>`` inside ``run_dir``. On an object store (a URI) its model
-    bundle is fetched once into the run's local mirror."""
+def local_checkpoint(recorded: str, run_dir: Path) -> Path:
+    """A checkpoint from the manifest or the results (relative to the run; older runs: a path
+    or URI) as a local folder. A run on an object store has its model bundle fetched once into
+    the run's local mirror."""
+    path = RunDir.at(run_dir).checkpoint(recorded)
     if is_uri(path):
         local = run_dir / ".checkpoints" / Path(*path.rstrip("/").split("/")[-3:])
         if not (local / BUNDLE).is_dir():
             fetch_dir(f"{path.rstrip('/')}/{BUNDLE}", local / BUNDLE)
         return local
-    recorded = Path(path)
-    if recorded.exists():
-        return recorded
-    return run_dir.joinpath(*recorded.parts[-3:])
+    return Path(path)
 
 
 def stage_values(stage: dict[str, Any], trials: pd.DataFrame, key: str | None = None) -> pd.Series:
@@ -172,14 +169,20 @@ def trial_names(stage: dict[str, Any], trials: pd.DataFrame) -> dict[str, str]:
     names = {}
     for value, (_, row) in zip(values, trials.iterrows(), strict=True):
         name = f"{short}={fmt(value)}" + (f", U={row['n_unsupervised']}" if swept_u else "")
+        if isinstance(row.get("reused_from"), str):
+            name += " (reused)"
         names[row["trial_id"]] = name if row["status"] == "completed" else f"{name} ({row['status']})"
     return names
 
 
-def running_note(run_dir: Path, stage: str) -> str:
+def running_note(run: Run, stage: str) -> str:
     """How far a running stage has got, from Tune's result files."""
-    trials = last_reports(run_dir / stage)
-    finished = sum(bool(last and last.get("done")) for _, last in trials)
+    if run.manifest.get("version", 1) >= 2:
+        reports = last_reports(str(run.path / EXPERIMENT))
+        trials = [last for last in reports.values() if (last or {}).get("config", {}).get("stage") == stage]
+    else:
+        trials = list(last_reports(str(run.path / stage)).values())
+    finished = sum(bool(last and last.get("done")) for last in trials)
     return f"running: {len(trials)} trial(s) started, {finished} finished"
 
 
@@ -212,7 +215,7 @@ def summary_section(run: Run, page: Page) -> Section:
                 "chose": ", ".join(f"{k} = {fmt(v)}" for k, v in (record.get("fixes") or {}).items()),
                 "why": decision.get("explanation")
                 or record.get("error")
-                or (running_note(run.path, name) if record["status"] == "running" else ""),
+                or (running_note(run, name) if record["status"] == "running" else ""),
                 "seconds": record.get("seconds"),
             }
         )
@@ -281,6 +284,7 @@ def _dashboards_html(run: Run) -> str:
 
 
 def stage_section(run: Run, page: Page, stage: dict[str, Any]) -> Section:
+    """A stage's decision and figures; while it runs, the trials finished so far."""
     name = stage["name"]
     title = STAGE_TITLES.get(name, f"Stage {name}")
     record = run.record(name)
@@ -289,23 +293,32 @@ def stage_section(run: Run, page: Page, stage: dict[str, Any]) -> Section:
         return Section(
             f"stage-{name}", title, PENDING, '<p class="muted">Pending: the stage has not started.</p>'
         )
-    if record["status"] == "running":
-        return Section(
-            f"stage-{name}", title, PENDING,
-            f'<p class="muted">Pending: the stage is {esc(running_note(run.path, name))}. '
-            "Its results appear here when it has finished.</p>",
-        )  # fmt: skip
+    running = record["status"] == "running"
     decision = record.get("decision")
     chosen = decision["trial_id"] if decision else None
     parts = []
-    if decision:
+    if running:
+        parts.append(
+            f'<p class="muted">Running: {esc(running_note(run, name))}. '
+            + ("The figures show the trials finished so far; " if len(trials) else "")
+            + "the decision comes when the last trial has ended.</p>"
+        )
+    elif decision:
         parts.append(
             f'<p class="decision"><b>Chose {esc(_fixes(record))}.</b> {esc(decision["explanation"])}</p>'
         )
     else:
         parts.append(f'<p class="error">The stage failed: {esc(record.get("error", ""))}</p>')
+    reused = [t for t in trials["reused_from"] if isinstance(t, str)] if "reused_from" in trials else []
+    if reused:
+        parts.append(
+            f'<p class="muted">Reused: {len(reused)} trial(s) of this stage had the very fit config of a '
+            f"trial an earlier stage completed ({esc(', '.join(reused))}); their results are that "
+            "trial's, not fitted again.</p>"
+        )
     if not (trials["status"] == "completed").any():
-        parts.append('<p class="muted">No trial of this stage completed: nothing to plot.</p>')
+        if not running:
+            parts.append('<p class="muted">No trial of this stage completed: nothing to plot.</p>')
     elif stage["key"] == "loss.alpha":
         parts.append(page.figure(figures.alpha_sweep(trials, chosen)))
         parts.append(page.figure(figures.alpha_tradeoff(trials, decision)))
@@ -319,9 +332,11 @@ def stage_section(run: Run, page: Page, stage: dict[str, Any]) -> Section:
             group = stage_values(stage, trials, stage["cross"][0])
         sweep = figures.metric_sweep(trials, stage_values(stage, trials), short, chosen, group, group_title)
         parts.append(page.figure(sweep))
-    state = DONE if record["status"] == "done" else FAILED
+    state = PENDING if running else DONE if record["status"] == "done" else FAILED
     varied = " × ".join([stage["key"], *([stage["cross"][0]] if stage.get("cross") else [])])
-    note = f"{len(trials)} trials varying {varied} ({stage.get('algorithm', 'grid')})"
+    planned = record.get("planned")
+    count = f"{len(trials)} of {planned}" if running and planned else str(len(trials))
+    note = f"{count} trials varying {varied} ({stage.get('algorithm', 'grid')})"
     return Section(f"stage-{name}", title, state, "".join(parts), note=note)
 
 
@@ -350,7 +365,10 @@ def curves_section(run: Run, page: Page) -> Section:
         parts.append(f"<h3>{esc(STAGE_TITLES.get(name, name))}</h3>")
         if with_epochs:
             parts.append(page.figure(figures.training_curves(epochs, with_epochs)))
-        missing = sorted(set(names) - set(with_epochs))
+        reused = {
+            t for t, r in zip(trials["trial_id"], trials["reused_from"], strict=True) if isinstance(r, str)
+        }
+        missing = sorted(set(names) - set(with_epochs) - reused)
         if missing:
             parts.append(
                 f'<p class="muted">No epochs recorded for: {esc(", ".join(names[t] for t in missing))}.</p>'
@@ -576,7 +594,7 @@ def build_page(run_dir: Path) -> tuple[Page, list[np.ndarray] | None]:
     """Every section of the report of ``run_dir``, and the movie frames for the GIF."""
     from search import results
 
-    manifest = read_manifest(run_dir)
+    manifest = read_manifest(run_dir).to_json()
     results_dir = run_dir / "results"
     run = Run(
         run_dir,
@@ -587,7 +605,12 @@ def build_page(run_dir: Path) -> tuple[Page, list[np.ndarray] | None]:
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = Page(
         title=f"PS-VAE search {manifest['run_id']}",
-        subtitle=f"{run_dir} · {manifest['status']} · spec {manifest['spec_hash']} · generated {generated}",
+        subtitle=f"{run_dir} · {manifest['status']} · spec {manifest['spec_hash']} · generated {generated}"
+        + (
+            f" · Ray dashboard (while the driver runs): {manifest['dashboard']}"
+            if manifest.get("dashboard") and manifest["status"] == "running"
+            else ""
+        ),
     )
     page.sections.append(summary_section(run, page))
     for name, record in manifest["stages"].items():

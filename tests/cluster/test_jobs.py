@@ -25,9 +25,17 @@ from cluster.jobs import Cluster
 from cluster.local import head as local_head
 from psvae import synthetic
 from search import demo
-from tests.conftest import REPO, SMALL_NET, env_for, frame_shape_in_fresh_process, psvae, wait_for
+from tests.conftest import (
+    REPO,
+    SMALL_NET,
+    env_for,
+    frame_shape_in_fresh_process,
+    psvae,
+    trial_folders,
+    wait_for,
+)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +92,8 @@ def manifest(run_dir: Path) -> dict:
 
 
 def stage_trials(run_dir: Path, stage: str) -> list[str]:
-    return sorted(p.name for p in (run_dir / stage).glob("train_psvae_*") if p.is_dir())
+    """The stage's trial folders in the run's one Tune experiment."""
+    return sorted(p.name for p in (run_dir / "tune").glob(f"{stage}-*") if p.is_dir())
 
 
 def test_quick_search_as_a_job_then_stop_and_resubmit(
@@ -114,7 +123,8 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     trials = pd.read_parquet(run_dir / "results" / "trials")
     epochs = pd.read_parquet(run_dir / "results" / "epochs")
     assert len(trials) == 11 and trials.trial_id.is_unique
-    assert len(epochs) == 11 * demo.QUICK["fit"]["train"]["epochs"]
+    assert trials.reused_from.notna().sum() == 2  # 9 fits: two rows reuse an earlier stage's
+    assert len(epochs) == 9 * demo.QUICK["fit"]["train"]["epochs"]
     out = psvae("export", str(run_dir), "--out", str(tmp_path / "export"), env=env)
     assert out.returncode == 0, out.stderr
     assert frame_shape_in_fresh_process(tmp_path / "export", env) == "(1, 64, 64)"
@@ -154,6 +164,7 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha"), alpha_rows)
     trials = pd.read_parquet(run_dir / "results" / "trials")
     assert len(trials) == 11 and trials.trial_id.is_unique
+    assert len(trial_folders(run_dir)) == 9  # nothing fitted twice, before or after the stop
 
 
 def tiny_search(tmp_path: Path) -> Path:

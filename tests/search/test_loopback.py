@@ -3,7 +3,11 @@ and serves its dashboard on 127.0.0.1 (checked on the session's quick demo while
 
 from __future__ import annotations
 
+import pytest
+
 from tests.search.conftest import NOWHERE, QuickDemo, is_loopback
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_every_socket_of_the_quick_demo_listens_on_loopback(quick_demo: QuickDemo) -> None:

@@ -15,8 +15,7 @@ from psvae.fit import run_fit
 from search.cli import main
 from search.export import export_run
 from search.report import write_report
-from search.run import read_manifest
-from search.rundir import check_run_id
+from search.rundir import check_run_id, read_manifest
 from search.storage import Storage
 from tests.conftest import small_config
 

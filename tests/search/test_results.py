@@ -97,7 +97,7 @@ def stage_keys(df: pd.DataFrame) -> list[tuple[str, str]]:
 def test_schema_metadata_and_descriptions(name: str, version: int) -> None:
     schema = SCHEMAS[name]()
     assert schema.metadata == {b"table": name.encode(), b"version": str(version).encode()}
-    assert version == 3
+    assert version == {"trials": 4, "epochs": 3}[name]
     assert len(set(schema.names)) == len(schema.names)
     for field in schema:
         assert field.metadata and field.metadata[b"description"].strip(), field.name
@@ -382,7 +382,25 @@ def test_nothing_written_reads_as_empty_table(tmp_path: Path) -> None:
     assert list(df.columns) == trials_schema().names
 
 
-# -- version 3: the unsupervised latents' columns, and version 2 files --------------------------
+def test_a_version_2_trials_file_reads_with_its_newer_columns_null(tmp_path: Path) -> None:
+    """Runs written before reused_from and note existed stay readable."""
+    import pyarrow as pa
+
+    rows = [trial_row("alpha", "t1", alpha=100.0)]
+    path = write_stage(tmp_path, "trials", "alpha", rows)
+    table = pq.read_table(path).drop_columns(["reused_from", "note"])
+    old = table.replace_schema_metadata({b"table": b"trials", b"version": b"2"})
+    pq.write_table(old, path)
+    df = read_table(tmp_path, "trials")
+    assert list(df.columns) == trials_schema().names and df["alpha"].tolist() == [100.0]
+    assert df["reused_from"].isna().all() and df["note"].isna().all()
+    pq.write_table(old.replace_schema_metadata({b"table": b"trials", b"version": b"99"}), path)
+    with pytest.raises(ValueError, match="schema version 99"):
+        read_table(tmp_path, "trials")
+    assert pa is not None
+
+
+# -- version 4: the unsupervised latents' columns, and older files --------------------------
 
 
 def test_latent_columns_from_flat_metrics_round_trip(tmp_path: Path) -> None:
@@ -416,10 +434,10 @@ def test_latent_columns_from_flat_metrics_round_trip(tmp_path: Path) -> None:
 
 
 def _write_version_2(path: Path, name: str, rows: list[dict[str, Any]]) -> None:
-    """A file as version 2 wrote it: the schema without the version-3 columns."""
+    """A file as version 2 wrote it: the schema without the columns of versions 3 and 4."""
     import pyarrow as pa
 
-    new = {n for n, *_ in LATENT_COLUMNS} if name == "trials" else {"sigma_x"}
+    new = {n for n, *_ in LATENT_COLUMNS} | {"reused_from", "note"} if name == "trials" else {"sigma_x"}
     schema = SCHEMAS[name]()
     fields = [f for f in schema if f.name not in new]
     old = pa.schema(fields, metadata={"table": name, "version": "2"})
@@ -448,7 +466,7 @@ def test_version_2_files_are_read_with_the_new_columns_null(tmp_path: Path) -> N
     )
 
 
-@pytest.mark.parametrize("version", ["1", "4", None])
+@pytest.mark.parametrize("version", ["1", "5", None])
 def test_unknown_schema_versions_are_refused_in_one_line(tmp_path: Path, version: str | None) -> None:
     import pyarrow as pa
 
@@ -458,4 +476,4 @@ def test_unknown_schema_versions_are_refused_in_one_line(tmp_path: Path, version
     pq.write_table(pa.table({"run_id": ["r"]}).replace_schema_metadata(metadata), path)
     with pytest.raises(ValueError, match=r"schema version") as err:
         read_table(tmp_path, "trials")
-    assert "\n" not in str(err.value) and str(path) in str(err.value) and "reads 2, 3" in str(err.value)
+    assert "\n" not in str(err.value) and str(path) in str(err.value) and "reads 2, 3, 4" in str(err.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,9 +26,9 @@ import yaml
 
 from cluster.local.head import alive, descendants
 from results_schema import epochs_schema, trials_schema
-from tests.conftest import SMALL_NET, env_for, psvae, wait_for
+from tests.conftest import SMALL_NET, env_for, psvae, trial_folders, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 FIT = {
     **SMALL_NET,
@@ -85,8 +86,9 @@ def tracked() -> Iterator[set[int]]:
     end_all(pids)
 
 
-def trial_dirs(experiment: Path) -> list[str]:
-    return sorted(p.name for p in experiment.iterdir() if p.is_dir() and p.name.startswith("train_psvae"))
+def trial_dirs(run_dir: Path, stage: str) -> list[str]:
+    """The stage's trial folders in the run's one Tune experiment."""
+    return sorted(p.name for p in (run_dir / "tune").glob(f"{stage}-*") if p.is_dir())
 
 
 def check_results(run_dir: Path, n_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -98,11 +100,18 @@ def check_results(run_dir: Path, n_epochs: int) -> tuple[pd.DataFrame, pd.DataFr
     epochs = pd.read_parquet(run_dir / "results" / "epochs")
     assert not trials.duplicated(["stage", "trial_id"]).any()
     assert not epochs.duplicated(["stage", "trial_id", "epoch"]).any()
-    for row in trials.itertuples():
+    ran = trials[trials.reused_from.isna()]
+    assert ran.trial_id.is_unique  # each fit once in the whole run
+    for row in ran.itertuples():
         n = len(epochs[(epochs.stage == row.stage) & (epochs.trial_id == row.trial_id)])
         assert n == (n_epochs if row.status == "completed" else row.epochs_run), row
+    for row in trials[trials.reused_from.notna()].itertuples():
+        source = ran[ran.trial_id == row.reused_from]  # a completed fit of an earlier stage
+        assert len(source) == 1 and source.stage.iloc[0] != row.stage and source.status.iloc[0] == "completed"
+        assert source.config_json.iloc[0] == row.config_json and source.checkpoint.iloc[0] == row.checkpoint
+        assert not (epochs.trial_id == row.trial_id).any()  # its epochs are the source's
     for stage in trials.stage.unique():
-        assert len(trials[trials.stage == stage]) == len(trial_dirs(run_dir / stage))
+        assert len(ran[ran.stage == stage]) == len(trial_dirs(run_dir, stage)), stage
     return trials, epochs
 
 
@@ -116,6 +125,20 @@ def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_pat
         assert decision["rule"] and decision["table"] and decision["explanation"]
     trials, _ = check_results(run_dir, n_epochs=2)
     assert sorted(trials.groupby("stage").size().items()) == [("alpha", 4), ("beta", 4), ("seeds", 3)]
+    # the guide's plan fits 9 models, not 11: beta = 1 at the chosen alpha is the alpha stage's
+    # choice, and the default seed is the beta stage's
+    assert trials.reused_from.notna().sum() == 2 and len(trial_folders(run_dir)) == 9
+    alpha_choice = manifest["stages"]["alpha"]["decision"]["trial_id"]
+    assert trials[(trials.stage == "beta") & (trials.beta == 1)].reused_from.tolist() == [alpha_choice]
+    beta_choice = manifest["stages"]["beta"]["decision"]["trial_id"]
+    beta_fit = trials[trials.trial_id == beta_choice].reused_from.fillna(beta_choice).iloc[0]
+    assert trials[(trials.stage == "seeds") & (trials.seed_model == 0)].reused_from.tolist() == [beta_fit]
+    # beta fits 3 models on 2 slots: its last takes both CPUs (and threads) from its start
+    params = [json.loads((p / "params.json").read_text()) for p in trial_folders(run_dir)]
+    widened = [p for p in params if p.get("resources")]
+    assert [(p["stage"], p["resources"]["cpu"], p["set"]["train.num_threads"]) for p in widened] == [
+        ("beta", 2, 2)
+    ]
     assert (run_dir / "report" / "index.html").is_file()  # written by the search itself
     # the export loads in a fresh process that knows nothing of the run directory
     code = (
@@ -138,7 +161,18 @@ def test_quick_demo_records_three_decisions_and_exports_a_loadable_model(tmp_pat
     assert forced.returncode == 0 and not (moved / "export" / "note.txt").exists()
 
 
-def test_driver_killed_in_beta_stage_resumes_without_rerunning_alpha(tmp_path, synthetic_file, tracked):
+def finished_reports(run_dir: Path) -> dict[str, str]:
+    """Trial folder -> its result.json, for the trials that reported their end."""
+    out = {}
+    for result in (run_dir / "tune").glob("*/result.json"):
+        text = result.read_text()
+        if '"done": true' in text:
+            out[result.parent.name] = text
+    return out
+
+
+@pytest.mark.parametrize("kill_in", ["beta", "seeds"])
+def test_a_killed_driver_resumes_without_rerunning_a_trial(tmp_path, synthetic_file, tracked, kill_in):
     # about resuming, not the latents: tiny fits whose latents barely vary may still be chosen
     screen = {"rule_params": {"min_active_var": 1e-9}}
     stages = [
@@ -150,42 +184,41 @@ def test_driver_killed_in_beta_stage_resumes_without_rerunning_alpha(tmp_path, s
     env, storage = env_for(tmp_path), tmp_path / "runs"
     run_dir = storage / "r1"
     proc = start(
-        "search",
-        "--config",
-        str(spec),
-        "--run-id",
-        "r1",
-        "--storage",
-        str(storage),
-        env=env,
-        log=tmp_path / "first.log",
-    )
+        "search", "--config", str(spec), "--run-id", "r1", "--storage", str(storage),
+        env=env, log=tmp_path / "first.log",
+    )  # fmt: skip
     tracked.add(proc.pid)
 
-    def beta_checkpointed() -> bool:
+    def checkpointed() -> bool:
         tracked.update(descendants(proc.pid))
-        return any((run_dir / "beta").glob("train_psvae*/checkpoint_*"))
+        return any((run_dir / "tune").glob(f"{kill_in}-*/checkpoint_*"))
 
-    wait_for(beta_checkpointed, 240, "a checkpoint in the beta stage", proc)
-    alpha_before = trial_dirs(run_dir / "alpha")
-    alpha_rows_before = pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha")
+    wait_for(checkpointed, 400, f"a checkpoint in the {kill_in} stage", proc)
+    ended_before = finished_reports(run_dir)
+    decided = [s["name"] for s in stages[: [s["name"] for s in stages].index(kill_in)]]
+    rows_before = {s: pd.read_parquet(run_dir / "results" / "trials" / f"stage-{s}") for s in decided}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     end_all(tracked)  # the local Ray processes the driver had started
 
-    # the interrupted run's status: alpha decided, beta in progress with its trials
+    # the interrupted run's status: the stages before decided, this one in progress, its trials
     status = psvae("status", str(run_dir), env=env)
     assert status.returncode == 0, status.stderr
-    assert "alpha    done" in status.stdout and "beta     running" in status.stdout
-    assert "stage beta in progress:" in status.stdout and "epoch " in status.stdout
+    assert all(f"{s:<10} done" in status.stdout for s in decided), status.stdout
+    assert f"{kill_in:<10} running" in status.stdout
+    assert re.search(rf"{kill_in}\s+\S+\s+running\s+\S+=\S+\s+\d+/12", status.stdout), status.stdout
 
-    resumed = psvae("resume", str(run_dir), env=env, timeout=400)
+    resumed = psvae("resume", str(run_dir), env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "stage alpha: done earlier" in resumed.stdout
-    assert trial_dirs(run_dir / "alpha") == alpha_before  # no new alpha trial
+    assert all(f"stage {s}: done earlier" in resumed.stdout for s in decided)
     trials, _ = check_results(run_dir, n_epochs=12)
-    alpha_rows = trials[trials.stage == "alpha"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(alpha_rows, alpha_rows_before.reset_index(drop=True), check_dtype=False)
+    # every trial that had ended was restored, not re-run; nothing new started for work begun
+    after = finished_reports(run_dir)
+    assert {name: after[name] for name in ended_before} == ended_before
+    assert len(trial_folders(run_dir)) == 4  # 2 alpha + 1 beta + 1 seed; two reused
+    for stage, before in rows_before.items():
+        now = trials[trials.stage == stage].reset_index(drop=True)
+        pd.testing.assert_frame_equal(now, before.reset_index(drop=True), check_dtype=False)
     assert sorted(trials.groupby("stage").size().items()) == [("alpha", 2), ("beta", 2), ("seeds", 2)]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["selected"]["stage"] == "seeds"
@@ -212,7 +245,7 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, synthetic_file,
     tracked.add(proc.pid)
 
     def reports() -> list[dict]:
-        files = list((run_dir / "alpha").glob("train_psvae*/result.json"))
+        files = list((run_dir / "tune").glob("alpha-*/result.json"))
         if not files:
             return []
         return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
@@ -293,7 +326,8 @@ def test_an_optuna_stage_samples_a_log_range_into_a_study_in_the_run_directory(
     study = optuna.load_study(study_name="r4-alpha", storage=journal)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3 and all(len(t.values) == 2 for t in complete)  # pixel and label MSE
-    assert sorted(t.params["trial/loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
+    assert sorted(t.params["loss.alpha"] for t in complete) == pytest.approx(sorted(trials.alpha))
+    assert study.metric_names == ["val_pixel_mse", "val_label_mse"]  # named in optuna-dashboard
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["alpha"]["decision"]["rule"] == "alpha_label_band"
     assert f"optuna-dashboard {run_dir / 'optuna.journal'}" in (run_dir / "report" / "index.html").read_text()

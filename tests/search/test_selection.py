@@ -49,7 +49,7 @@ def trial(trial_id: str, **values: Any) -> dict[str, Any]:
         "session_chance": 0.5,
         # Carried along by the results table; no rule reads it.
         "val_label_r2": 0.9,
-        # What the unsupervised latents carry (results schema 3): both alive, no label in them.
+        # What the unsupervised latents carry (results schema 4): both alive, no label in them.
         "model_class": "ps-vae",
         "val_mu_var_u": [1.0, 1.0],
         "label_leakage_u": 0.0,
@@ -789,7 +789,7 @@ def test_autoencoders_and_tables_without_activity_are_not_screened() -> None:
         trial("ae2", model_class="cond-ae", train_mean_abs_corr_u=0.30),
     )
     assert lowest_correlation(frame(*rows)).trial_id == "ae1"
-    # results schema 2 has no val_mu_var_u (nor leakage): the rule is the guide's, unscreened
+    # results schemas 2 and 3 have no val_mu_var_u (nor leakage): the rule is the guide's, unscreened
     old = frame(trial("t1", train_mean_abs_corr_u=0.05), trial("t2", train_mean_abs_corr_u=0.3))
     old = old.drop(columns=["val_mu_var_u", "label_leakage_u", "sigma_x", "model_class"])
     decision = lowest_correlation(old)

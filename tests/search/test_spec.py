@@ -80,7 +80,7 @@ BAD = {
     ),
     "unknown rule parameter": (
         {"stages": [{"name": "beta", "rule_params": {"threshold": 0.1}}]},
-        r"rule_params\.threshold = 0\.1: not a parameter of rule lowest_correlation",
+        r"rule_params\.threshold: not a parameter of rule lowest_correlation",
     ),
     "bad sigma_x value": (
         {"stages": [{"name": "sigma_x", "values": ["auto", "sharp"]}]},

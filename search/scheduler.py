@@ -1,0 +1,577 @@
+"""The staged search as one plan run by one Tune experiment: which trials each stage runs,
+when a stage is decided, and which fits are reused. No Ray here.
+
+The driver (``search/driver.py``) wires a :class:`StagedSearch` to Tune: Tune's searcher asks
+:meth:`StagedSearch.suggest` for the next trial's config, and Tune's callbacks tell it when a
+trial starts, reports an epoch and ends. A stage's trials are suggested when the stage before it
+is decided; once the last of them has ended, the stage's rule picks one (``search.selection``),
+the decision goes into ``manifest.json`` and the next stage's trials are suggested, all inside the
+same experiment, so trial workers are reused from stage to stage.
+
+A trial whose full fit config equals one an earlier stage completed is not run again: its row
+(``reused_from``) points at the earlier trial's results and checkpoint (the guide's plan runs 9
+fits instead of 11: beta = 1 at the chosen alpha is the alpha stage's choice, the default seed
+the beta stage's). ``reuse_fits: false`` in the search config turns this off.
+
+After a driver is killed, Tune restores the experiment and the driver rebuilds this object from
+the manifest and Tune's trials (:meth:`StagedSearch.restore`): finished trials are not re-run,
+running ones continue from their checkpoints, and rows are rebuilt from the trials, so none is
+lost or written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+
+from psvae.config import FitConfig
+from psvae.family import DEFAULT_CLASS, FAMILY
+from results_schema import trial_columns_from_metrics
+from search import results, selection
+from search.rundir import (
+    DONE,
+    FAILED,
+    FIXED,
+    OPTUNA_JOURNAL,
+    RESULTS,
+    RUNNING,
+    Manifest,
+    RunDir,
+    Selected,
+    StageRecord,
+    now,
+)
+from search.spec import SearchSpec, StageSpec
+
+FINISHED = "FINISHED"  # what suggest() returns when the plan is over (Tune's Searcher.FINISHED)
+# the six hyperparameters every trial shows in TensorBoard's HParams view, whatever it varies
+HPARAMS = {
+    "alpha": "loss.alpha",
+    "beta": "loss.beta",
+    "delta": "loss.delta",
+    "seed_model": "train.seed_model",
+    "sigma_x": "loss.sigma_x",
+    "n_unsupervised": "model.n_unsupervised",
+}
+# what an optuna stage optimises: alpha-like stages the pixel/label trade-off (two objectives),
+# the others the beta selection statistic
+OPTUNA_OBJECTIVES = {
+    "alpha": ["val_pixel_mse", "val_label_mse"],
+    "msp_alpha": ["val_pixel_mse", "val_label_mse"],
+}
+DEFAULT_OBJECTIVE = ["train_mean_abs_corr_u"]
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """A trial that has ended, as the driver reads it from Tune: plain data."""
+
+    trial_id: str
+    config: dict[str, Any]  # the trial's config as Tune holds it: base, set, stage, hp
+    metrics: dict[str, Any]  # its last report
+    checkpoint: str | None  # its last checkpoint, relative to the run
+    history: list[dict[str, Any]]  # the epochs its last checkpoint recorded
+    error: str | None  # why it failed (Tune gave up on it), or None
+
+
+class Observer(Protocol):
+    """Who watches the search (the terminal display, the report refresher)."""
+
+    def stage_started(
+        self, stage: StageSpec, n_trials: int, n_reused: int, fixed: dict[str, Any]
+    ) -> None: ...
+    def trial_started(self, trial_id: str, stage: str, values: dict[str, Any], epochs: int) -> None: ...
+    def trial_result(self, trial_id: str, result: dict[str, Any]) -> None: ...
+    def trial_ended(self, trial_id: str, row: dict[str, Any]) -> None: ...
+    def stage_decided(self, stage: str, record: StageRecord, manifest: Manifest) -> None: ...
+    def search_ended(self, manifest: Manifest) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Trial:
+    trial_id: str
+    stage: str
+    overrides: dict[str, Any]  # the stage's varied keys
+    fit: dict[str, Any]  # the full flat fit config
+    optuna_number: int | None = None
+    row: dict[str, Any] | None = None  # once it has ended
+
+    @property
+    def ended(self) -> bool:
+        return self.row is not None
+
+
+@dataclass
+class _Stage:
+    spec: StageSpec
+    fixed: dict[str, Any]
+    queue: list[tuple[dict[str, Any], dict[str, Any], float | None]]  # (overrides, full fit, CPUs) to suggest
+    trials: list[str] = field(default_factory=list)  # Tune trial ids, in suggestion order
+    reused: list[dict[str, Any]] = field(default_factory=list)  # rows reused from earlier stages
+    epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.perf_counter)
+    n_asked: int = 0  # optuna stages: trials asked of the study
+
+
+def trial_base(spec: SearchSpec) -> dict[str, Any]:
+    """The flat fit config every trial starts from: the spec's, with one torch thread per CPU the
+    trial is given."""
+    return {**spec.fit, "train.num_threads": max(1, int(spec.resources.cpus_per_trial))}
+
+
+# keys that change how fast a fit runs, not what it fits (the numbers can differ in their last
+# digits with the thread count, as they do between machines)
+RUNTIME_FIT_KEYS = ("train.num_threads",)
+
+
+def fit_key(fit: dict[str, Any]) -> str:
+    """Two trials with the same key fit the same model (the data is the search's)."""
+    return json.dumps({k: v for k, v in fit.items() if k not in RUNTIME_FIT_KEYS}, sort_keys=True)
+
+
+def tail_shares(n_trials: int, slots: int) -> list[int]:
+    """How many trial slots each of a stage's ``n_trials`` trials takes, in order, so that the
+    stage's last wave leaves no slot idle: the trials that would run alone at the end get the
+    idle slots' CPUs (and threads) from their start. E.g. 3 trials on 2 slots: [1, 1, 2]; 1 on
+    2: [2]; 4 on 2: [1, 1, 1, 1]; 5 on 4: [1, 1, 1, 1, 4]."""
+    if slots <= 1 or n_trials == 0:
+        return [1] * n_trials
+    if n_trials < slots:
+        return [slots // n_trials] * n_trials
+    rest = n_trials % slots
+    if rest == 0:
+        return [1] * n_trials
+    return [1] * (n_trials - rest) + [slots // rest] * rest
+
+
+class StagedSearch:
+    def __init__(
+        self,
+        spec: SearchSpec,
+        run: RunDir,
+        manifest: Manifest,
+        log: Callable[[str], None] = print,
+        observers: Sequence[Observer] = (),
+        slots: int = 1,
+    ) -> None:
+        """``slots``: how many trials of the default size run at once (1: never widen a stage's
+        last trials)."""
+        self.spec = spec
+        self.slots = slots
+        self.run = run
+        self.manifest = manifest
+        self.log = log
+        self.observers = list(observers)
+        self.base_flat = trial_base(spec)
+        self.base = FitConfig.from_mapping(self.base_flat, source="the search's fit config")
+        self.trials: dict[str, _Trial] = {}
+        self.stage: _Stage | None = None
+        self.failed: str | None = None  # why the search stopped
+        self.completed: dict[str, dict[str, Any]] = {}  # fit_key -> a completed row of an earlier stage
+        self._studies: dict[str, Any] = {}
+        for row in self._rows_of_done_stages():
+            if row["status"] == "completed" and not isinstance(row.get("reused_from"), str):
+                self.completed.setdefault(fit_key(json.loads(row["config_json"])), row)
+        for stage in spec.stages:
+            record = manifest.stage(stage.name)
+            if record is not None and record.status == DONE:
+                log(f"stage {stage.name}: done earlier, chose {record.fixes}")
+
+    # -- what Tune's searcher asks ------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.manifest.status == DONE
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The config of the next trial, FINISHED when the plan is over (or failed), or None when
+        the current stage's trials are all out and the next stage waits for its decision."""
+        while True:
+            if self.failed is not None or self.done:
+                return FINISHED
+            stage = self.stage or self._begin_next_stage()
+            if stage is None:
+                self._finish()
+                return FINISHED
+            if stage.queue:
+                overrides, fit, cpus = stage.queue.pop(0)
+                return self._hand_out(trial_id, stage, overrides, fit, cpus=cpus)
+            if stage.spec.algorithm == "optuna" and stage.n_asked < stage.spec.n_trials:
+                return self._ask_optuna(trial_id, stage)
+            if all(self.trials[t].ended for t in stage.trials):
+                self._decide(stage)
+                continue
+            return None
+
+    def _hand_out(
+        self,
+        trial_id: str,
+        stage: _Stage,
+        overrides: dict[str, Any],
+        fit: dict[str, Any],
+        number: int | None = None,
+        cpus: float | None = None,
+    ) -> dict[str, Any]:
+        self.trials[trial_id] = _Trial(trial_id, stage.spec.name, overrides, fit, number)
+        stage.trials.append(trial_id)
+        base = self.base_flat
+        config: dict[str, Any] = {
+            "stage": stage.spec.name,
+            # what the trial sets beyond the search's base fit config: the decisions so far and
+            # the stage's own values
+            "set": {k: v for k, v in fit.items() if base.get(k) != v},
+            "hp": {name: fit.get(key) for name, key in HPARAMS.items()},
+        }
+        if number is not None:
+            config["optuna_number"] = number
+        if cpus is not None:
+            config["resources"] = {"cpu": cpus}  # a stage's last trials take the slots left idle
+        for observer in self.observers:
+            observer.trial_started(trial_id, stage.spec.name, overrides, int(fit["train.epochs"]))
+        return config
+
+    # -- stages -------------------------------------------------------------------------------
+    def _next_stage_spec(self) -> StageSpec | None:
+        for stage in self.spec.stages:
+            record = self.manifest.stage(stage.name)
+            if record is None or record.status != DONE:
+                return stage
+        return None
+
+    def _begin_next_stage(self) -> _Stage | None:
+        spec = self._next_stage_spec()
+        if spec is None:
+            return None
+        fixed = self.manifest.chosen_overrides(self.spec.alpha, self.spec.beta)
+        runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        reused: list[dict[str, Any]] = []
+        planned = [] if spec.algorithm == "optuna" else spec.trial_overrides()
+        for overrides in planned:
+            fit = self.base.replace(**{**fixed, **overrides}).flat()
+            earlier = self.completed.get(fit_key(fit)) if self.spec.reuse_fits else None
+            if earlier is not None:
+                reused.append(reused_row(earlier, spec.name))
+            else:
+                runs.append((overrides, fit))
+        queue: list[tuple[dict[str, Any], dict[str, Any], float | None]] = []
+        cpus, threads = self.spec.resources.cpus_per_trial, int(self.base_flat["train.num_threads"])
+        for (overrides, fit), share in zip(runs, tail_shares(len(runs), self.slots), strict=True):
+            if share == 1:
+                queue.append((overrides, fit, None))
+            else:
+                queue.append((overrides, {**fit, "train.num_threads": threads * share}, cpus * share))
+        stage = _Stage(spec, fixed, queue, reused=reused)
+        self.stage = stage
+        previous = self.manifest.stage(spec.name)
+        record = StageRecord(
+            status=RUNNING,
+            started=previous.started if previous is not None and previous.started else now(),
+            varies=" x ".join(spec.varied_keys()),
+            fixed=fixed,
+            planned=len(planned) if planned else spec.n_trials,
+            reused=[r["trial_id"] for r in reused],
+        )
+        self.manifest = self.manifest.with_stage(spec.name, record)
+        self.run.write(self.manifest)
+        n = record.planned or 0
+        note = f", {len(reused)} reused from earlier stages" if reused else ""
+        self.log(
+            f"stage {spec.name}: {n} {spec.algorithm} trials varying {record.varies}{note}, fixed {fixed}"
+        )
+        for observer in self.observers:
+            observer.stage_started(spec, n, len(reused), fixed)
+        if reused:
+            self._write_stage(stage)
+        return stage
+
+    def _rows(self, stage: _Stage) -> list[dict[str, Any]]:
+        rows = [r for t in stage.trials if (r := self.trials[t].row) is not None]
+        return sorted([*rows, *stage.reused], key=lambda r: r["trial_id"])
+
+    def _write_stage(self, stage: _Stage) -> None:
+        """Rewrite the stage's Parquet files whole: the rows and epochs of its trials so far."""
+        name = stage.spec.name
+        results.write_stage(self.run.results, "trials", name, self._rows(stage))
+        epochs = [e for t in sorted(stage.epochs) for e in stage.epochs[t]]
+        results.write_stage(self.run.results, "epochs", name, epochs)
+        for table in ("trials", "epochs"):
+            self.run.push(f"{RESULTS}/{table}/{results.STAGE_DIR_PREFIX}{name}")
+
+    def _decide(self, stage: _Stage) -> None:
+        spec = stage.spec
+        self._write_stage(stage)
+        self.run.push(OPTUNA_JOURNAL)
+        rows = self._rows(stage)
+        previous = self.manifest.stage(spec.name)
+        started = previous.started if previous is not None else None
+        try:
+            decision = selection.select(spec.rule, pd.DataFrame(rows), **spec.rule_params)
+        except (selection.SelectionError, ValueError, TypeError) as err:
+            message = f"stage {spec.name}: {' '.join(str(err).split())}"
+            record = StageRecord(status=FAILED, started=started, finished=now(), error=message)
+            self.manifest = self.manifest.with_stage(spec.name, record).replace(status=FAILED)
+            self.run.write(self.manifest)
+            self.failed = message
+            self.stage = None
+            self.log(f"stage {spec.name}: failed: {message}")
+            for observer in self.observers:
+                observer.stage_decided(spec.name, record, self.manifest)
+            return
+        chosen = next(r for r in rows if r["trial_id"] == decision.trial_id)
+        chosen_fit = json.loads(chosen["config_json"])
+        record = StageRecord(
+            status=DONE,
+            started=started,
+            finished=now(),
+            seconds=round(time.perf_counter() - stage.started_at, 1),
+            varies=" x ".join(spec.varied_keys()),
+            fixed=stage.fixed,
+            fixes={key: chosen_fit[key] for key in spec.varied_keys()},
+            decision=decision.to_dict() | {"checkpoint": chosen["checkpoint"]},
+            planned=previous.planned if previous is not None else len(rows),
+            reused=[r["trial_id"] for r in stage.reused],
+        )
+        self.manifest = self.manifest.with_stage(spec.name, record)
+        self.run.write(self.manifest)
+        for row in rows:
+            if row["status"] == "completed" and not isinstance(row.get("reused_from"), str):
+                self.completed.setdefault(fit_key(json.loads(row["config_json"])), row)
+        self.stage = None
+        self.log(f"stage {spec.name}: chose {record.fixes}: {decision.explanation}")
+        for observer in self.observers:
+            observer.stage_decided(spec.name, record, self.manifest)
+
+    def _finish(self) -> None:
+        last = None
+        for stage in self.spec.stages:
+            record = self.manifest.stage(stage.name)
+            if record is not None and record.status == DONE and record.decision:
+                last = (stage.name, record.decision)
+        assert last is not None
+        name, decision = last
+        selected = Selected(name, decision["trial_id"], dict(decision["chosen"]), decision["checkpoint"])
+        self.manifest = self.manifest.replace(status=DONE, finished=now(), selected=selected)
+        self.run.write(self.manifest)
+        for observer in self.observers:
+            observer.search_ended(self.manifest)
+
+    # -- what Tune's callbacks tell -----------------------------------------------------------
+    def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer.trial_result(trial_id, result)
+
+    def trial_ended(self, outcome: TrialOutcome) -> None:
+        trial = self.trials.get(outcome.trial_id)
+        if trial is None or trial.ended:
+            return  # not one of this plan's (or told twice)
+        row, epochs = trial_rows(outcome, self.manifest.run_id, trial.stage)
+        trial.row = row
+        stage = self.stage
+        if stage is None or stage.spec.name != trial.stage:
+            return
+        stage.epochs[trial.trial_id] = epochs
+        if stage.spec.algorithm == "optuna" and trial.optuna_number is not None:
+            self._tell_optuna(stage, trial, row)
+        self._write_stage(stage)
+        for observer in self.observers:
+            observer.trial_ended(trial.trial_id, row)
+
+    # -- after a restart ----------------------------------------------------------------------
+    def restore(self, trials: Sequence[tuple[str, dict[str, Any], TrialOutcome | None]]) -> None:
+        """Take up the trials Tune restored: (trial id, config, outcome if it has ended). Trials
+        of decided stages are already in the results; those of the current stage are registered,
+        ended ones given their rows, and the stage's queue keeps only what no trial covers."""
+        stage = self.stage or self._begin_next_stage()
+        if stage is None:
+            return
+        covered = set()
+        for trial_id, config, outcome in trials:
+            if config.get("stage") != stage.spec.name or trial_id in self.trials:
+                continue
+            fit = {**self.base_flat, **config.get("set", {})}
+            overrides = {k: fit[k] for k in stage.spec.varied_keys() if k in fit}
+            self.trials[trial_id] = _Trial(
+                trial_id, stage.spec.name, overrides, fit, config.get("optuna_number")
+            )
+            stage.trials.append(trial_id)
+            covered.add(fit_key(fit))
+            if stage.spec.algorithm == "optuna":
+                stage.n_asked += 1
+            if outcome is not None:
+                self.trial_ended(outcome)
+        stage.queue = [(o, f, c) for o, f, c in stage.queue if fit_key(f) not in covered]
+        if stage.spec.algorithm == "optuna":
+            self._forget_lost_optuna_trials(stage)
+
+    def _rows_of_done_stages(self) -> list[dict[str, Any]]:
+        done = [s.name for s in self.spec.stages if (r := self.manifest.stage(s.name)) and r.status == DONE]
+        if not done:
+            return []
+        return [r for r in results.read_rows(self.run.results, "trials") if r["stage"] in done]
+
+    # -- optuna stages ------------------------------------------------------------------------
+    def _study(self, stage: StageSpec) -> Any:
+        if stage.name not in self._studies:
+            objectives = OPTUNA_OBJECTIVES.get(stage.name, DEFAULT_OBJECTIVE)
+            name = f"{self.manifest.run_id}-{stage.name}"  # the run id keeps runs' studies apart
+            self._studies[stage.name] = optuna_study(self.run.local / OPTUNA_JOURNAL, name, objectives)
+        return self._studies[stage.name]
+
+    def _distributions(self, stage: StageSpec) -> dict[str, Any]:
+        import optuna
+
+        assert stage.range is not None
+        space: dict[str, Any] = {stage.key: optuna.distributions.FloatDistribution(*stage.range, log=True)}
+        if stage.n_unsupervised:
+            space["model.n_unsupervised"] = optuna.distributions.CategoricalDistribution(
+                list(stage.n_unsupervised)
+            )
+        return space
+
+    def _ask_optuna(self, trial_id: str, stage: _Stage) -> dict[str, Any]:
+        asked = self._study(stage.spec).ask(self._distributions(stage.spec))
+        stage.n_asked += 1
+        overrides = dict(asked.params)
+        fit = self.base.replace(**{**stage.fixed, **overrides}).flat()
+        return self._hand_out(trial_id, stage, overrides, fit, number=asked.number)
+
+    def _tell_optuna(self, stage: _Stage, trial: _Trial, row: dict[str, Any]) -> None:
+        import optuna
+
+        objectives = OPTUNA_OBJECTIVES.get(stage.spec.name, DEFAULT_OBJECTIVE)
+        values = [row.get(name) for name in objectives]
+        study = self._study(stage.spec)
+        if row["status"] == "completed" and all(v is not None and math.isfinite(v) for v in values):
+            study.tell(trial.optuna_number, values)
+        else:
+            study.tell(trial.optuna_number, state=optuna.trial.TrialState.FAIL)
+
+    def _forget_lost_optuna_trials(self, stage: _Stage) -> None:
+        """Trials asked of the study that Tune never got to run (the driver died first) fail."""
+        import optuna
+
+        study = self._study(stage.spec)
+        known = {t.optuna_number for t in self.trials.values() if t.stage == stage.spec.name}
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.number not in known:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def optuna_study(journal: Any, name: str, objectives: list[str]) -> Any:
+    """The study ``name`` in the journal file ``journal`` (created or loaded), minimising the
+    named ``objectives`` (``optuna-dashboard <journal>`` shows them by name)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))),
+        study_name=name,
+        directions=["minimize"] * len(objectives),
+        sampler=optuna.samplers.TPESampler(seed=0),
+        load_if_exists=True,
+    )
+    study.set_metric_names(objectives)
+    return study
+
+
+# -- result rows ------------------------------------------------------------------------------
+def reused_row(earlier: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A stage's row for a fit an earlier stage completed: its results and checkpoint."""
+    return {
+        **earlier,
+        "stage": stage,
+        "trial_id": f"{earlier['trial_id']}@{stage}",
+        "reused_from": earlier["trial_id"],
+    }
+
+
+def trial_rows(outcome: TrialOutcome, run_id: str, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One trials row and its epochs rows (the result-table columns) from a trial that ended."""
+    metrics = outcome.metrics
+    config = {**outcome.config.get("base", {}), **outcome.config.get("set", {})}
+    error: str | None
+    if outcome.error is not None:
+        status, error = "failed", " ".join(outcome.error.strip().splitlines()[-1:])[:500]
+    elif metrics.get("done") and "fit_status" in metrics:
+        status = str(metrics["fit_status"])
+        error = f"non-finite loss at epoch {metrics['epochs_run'] - 1}" if status == "diverged" else None
+    else:
+        status, error = "failed", "stopped before the end of its fit"
+    names = list(json.loads(metrics.get("label_names_json") or "[]"))
+    history = outcome.history
+    model_class = str(config.get("model.model_class", DEFAULT_CLASS))
+
+    def metric(key: str) -> float:
+        value = metrics.get(key)
+        return float("nan") if value is None else float(value)
+
+    row = {
+        "run_id": run_id,
+        "stage": stage,
+        "trial_id": outcome.trial_id,
+        "status": status,
+        "error": error,
+        "alpha": float(config["loss.alpha"]),
+        "beta": float(config["loss.beta"]),
+        "model_class": model_class,
+        "delta": float(config.get("loss.delta", float("nan"))),
+        "msp_alpha": float(config.get("loss.msp_alpha", float("nan"))),
+        "n_unsupervised": int(config["model.n_unsupervised"]),
+        "n_background": int(config.get("model.n_background", 0)) if FAMILY[model_class].background else 0,
+        "seed_model": int(config["train.seed_model"]),
+        "epochs_run": metrics.get("epochs_run", len(history)),
+        "best_epoch": metrics.get("best_epoch"),
+        "precision": metrics.get("precision"),
+        "wall_seconds": metrics.get("time_total_s"),
+        "label_names": names,
+        "val_label_r2_per_label": [metric(f"val_label_r2_{n}") for n in names],
+        "test_label_r2_per_label": [metric(f"test_label_r2_{n}") for n in names],
+        "config_json": json.dumps(config, sort_keys=True),
+        "checkpoint": outcome.checkpoint,
+        "reused_from": None,
+        "note": metrics.get("restarted"),
+    }
+    for key in (
+        "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",
+        "test_loss", "test_pixel_mse", "test_label_mse", "test_label_r2",
+        "train_mean_abs_corr_u", "test_abs_corr_u01", "val_session_acc", "session_chance",
+    ):  # fmt: skip
+        row[key] = metric(key)
+    row.update(trial_columns_from_metrics(metrics))
+    epochs = [
+        {
+            "run_id": run_id,
+            "stage": stage,
+            "trial_id": outcome.trial_id,
+            **{k: (float("nan") if v is None else v) for k, v in h.items()},
+        }
+        for h in history
+    ]
+    return row, epochs
+
+
+def fixed_records(spec: SearchSpec, manifest: Manifest) -> Manifest:
+    """The stages fixed by hand (alpha, beta), recorded once."""
+    for name, value in (("alpha", spec.alpha), ("beta", spec.beta)):
+        if value is not None and manifest.stage(name) is None:
+            manifest = manifest.with_stage(name, StageRecord(status=FIXED, value=value, rule="fixed by hand"))
+    return manifest
+
+
+def plan_counts(spec: SearchSpec) -> list[tuple[str, int]]:
+    """(stage, trials) of the plan, before reuse (which depends on the decisions)."""
+    return [
+        (s.name, s.n_trials if s.algorithm == "optuna" else len(s.trial_overrides())) for s in spec.stages
+    ]
+
+
+def fit_config(config: dict[str, Any]) -> FitConfig:
+    """A trial's fit config from its Tune config."""
+    return FitConfig.from_mapping({**config["base"], **config.get("set", {})}, source="trial config")
