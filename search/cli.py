@@ -419,6 +419,7 @@ EXAMPLES: dict[str, str] = {
     "jobs": "psvae jobs logs JOB_ID --address http://HOST:8265 --follow",
     "token": "psvae token --out ~/.ray/my-cluster.token",
     "report": "psvae report runs/mice-1",
+    "score": "psvae score --model chosen-model --data limbs.h5 --factors limbs.h5.factors.npz --json s.json",
     "demo": "psvae demo --quick",
 }
 """One example per subcommand, shown at the end of its --help."""
