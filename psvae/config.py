@@ -27,6 +27,11 @@ PRECISIONS = ("auto", "float32", "bf16")
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes at most 64 bits; numpy's seeds are non-negative
 INT_MAX = 2**63 - 1  # torch and numpy hold counts and sizes as signed 64-bit integers
 DEVICES = ("auto", "cpu", "cuda")
+# loss.sigma_x as a word: a calibrated decoder (docs/latents.md). "auto": every batch's own
+# pixel MSE, as the optimal-sigma VAE of Rybkin et al. 2021; "auto-epoch": the previous epoch's
+# training pixel MSE, the first epoch's from the frames' variance about their mean.
+SIGMA_X_MODES = ("auto", "auto-epoch")
+SigmaX = float | str  # the type of loss.sigma_x: a number > 0 or one of SIGMA_X_MODES
 
 
 def parse_split(text: str) -> tuple[int, int, int, int]:
@@ -99,7 +104,9 @@ class LossConfig:
     alpha: float = 1000.0  # weight of the label log-likelihood; never annealed
     beta: float = 1.0  # weight of the total correlation of the unsupervised latents
     anneal_epochs: int = 100  # k_e ramps 0 -> 1 over this many epochs; beta_e = beta * k_e
-    sigma_x: float = 1.0  # standard deviation of the Gaussian frame likelihood
+    # standard deviation of the Gaussian frame likelihood, or a calibration of SIGMA_X_MODES
+    # (1.0 is the reference's); the label term is weighted alpha / sigma_x^2 (docs/latents.md)
+    sigma_x: SigmaX = "auto"
     delta: float = 50.0  # msps-vae: weight of the triplet loss on the background means
     msp_alpha: float = 1.0  # cond-ae-msp: weight of the label and projection terms
 
@@ -110,8 +117,13 @@ class LossConfig:
         _at_least("loss.delta", self.delta, 0)
         _at_least("loss.msp_alpha", self.msp_alpha, 0)
         _at_least("loss.anneal_epochs", self.anneal_epochs, 0)
-        if not self.sigma_x > 0:
-            raise ConfigError(f"loss.sigma_x = {self.sigma_x}: must be greater than 0")
+        if isinstance(self.sigma_x, str):
+            _choice("loss.sigma_x", self.sigma_x, SIGMA_X_MODES)
+        elif not self.sigma_x > 0:
+            raise ConfigError(
+                f"loss.sigma_x = {self.sigma_x}: must be greater than 0 "
+                f"(or one of {', '.join(SIGMA_X_MODES)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -310,6 +322,10 @@ def _coerce(source: str, key: str, value: Any, field_type: Any) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{source}: {key} = {value!r}: expected {expected}")
 
+    if field_type == SigmaX:  # loss.sigma_x: a word of SIGMA_X_MODES, else a number
+        if isinstance(value, str):
+            return value
+        field_type = float
     origin = typing.get_origin(field_type)
     if origin is tuple:
         if not isinstance(value, list | tuple) or not all(

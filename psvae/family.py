@@ -21,6 +21,8 @@ class ModelClass:
     projection: bool  # labels are P z with a bias-free projection P (matrix subspace projection)
     background: bool  # background latents, per-session label statistics and multi-session batches
     min_unsupervised: int  # the least model.n_unsupervised the class can work with
+    # the objective has the beta-TCVAE terms (mi, tc, dwkl) of the unsupervised latents
+    tc_decomposition: bool
     reads: frozenset[str]  # the loss / model / train keys only some classes read (the others ignore them)
     labels_in_latents: bool  # the reference's n_ae_latents counts the labels' latents too
     default_plan: tuple[str, ...]  # the search stages of the class, in order
@@ -38,6 +40,7 @@ FAMILY: dict[str, ModelClass] = {
         projection=False,
         background=False,
         min_unsupervised=0,
+        tc_decomposition=True,
         reads=frozenset({"loss.alpha", "loss.beta"}),
         labels_in_latents=True,
         default_plan=("alpha", "beta", "seeds"),
@@ -53,6 +56,7 @@ FAMILY: dict[str, ModelClass] = {
         projection=False,
         background=True,
         min_unsupervised=0,
+        tc_decomposition=True,
         reads=frozenset(
             {"loss.alpha", "loss.beta", "loss.delta", "model.n_background", "train.n_sessions_per_batch"}
         ),
@@ -70,6 +74,7 @@ FAMILY: dict[str, ModelClass] = {
         projection=False,
         background=False,
         min_unsupervised=1,
+        tc_decomposition=False,
         reads=frozenset(),
         labels_in_latents=False,
         default_plan=("seeds",),
@@ -85,6 +90,7 @@ FAMILY: dict[str, ModelClass] = {
         projection=True,
         background=False,
         min_unsupervised=0,
+        tc_decomposition=False,
         reads=frozenset({"loss.msp_alpha"}),
         labels_in_latents=True,
         default_plan=("msp_alpha", "seeds"),
@@ -100,6 +106,7 @@ FAMILY: dict[str, ModelClass] = {
         projection=False,
         background=False,
         min_unsupervised=1,
+        tc_decomposition=False,
         reads=frozenset({"loss.beta"}),
         labels_in_latents=False,
         default_plan=("beta", "seeds"),
@@ -115,6 +122,7 @@ FAMILY: dict[str, ModelClass] = {
         projection=False,
         background=False,
         min_unsupervised=1,
+        tc_decomposition=True,
         reads=frozenset({"loss.beta"}),
         labels_in_latents=False,
         default_plan=("beta", "seeds"),

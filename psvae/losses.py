@@ -1,6 +1,12 @@
 """The PS-VAE objective (``model.md`` §4) as pure functions.
 
-    loss = NLL_frames + alpha * NLL_labels + KL_s + k_e * MI_u + beta_e * TC_u + k_e * DWKL_u
+    loss = NLL_frames + alpha * NLL_labels' + KL_s + k_e * MI_u + beta_e * TC_u + k_e * DWKL_u
+
+NLL_labels' is NLL_labels with its squared error divided by sigma_x^2 (:func:`scaled_label_term`):
+alpha weighs the labels in units of the frame term's precision 1 / sigma_x^2, so that alpha
+keeps its meaning when sigma_x changes; at sigma_x = 1 this is the reference's objective (see
+``docs/latents.md``). sigma_x is a number, or a tensor calibrated from the batch
+(:func:`calibrated_sigma_x`).
 
 Every function takes tensors and returns tensors: no ``backward()``, no ``.item()``, no
 logging. :func:`psvae_loss` returns the named terms so that the trainer, the result tables
@@ -26,10 +32,10 @@ TERMS = ("loss", "nll_frames", "nll_labels", "kl_s", "mi", "tc", "dwkl", "kl_u",
 class LossWeights:
     """The weights in force for one epoch."""
 
-    alpha: float  # label log-likelihood; never annealed
+    alpha: float  # label log-likelihood, in units of 1 / sigma_x^2; never annealed
     beta_e: float  # total correlation, = beta * k_e
     k_e: float  # index-code MI and dimension-wise KL; ramps 0 -> 1
-    sigma_x: float = 1.0  # std of the Gaussian frame likelihood
+    sigma_x: float | Tensor = 1.0  # std of the Gaussian frame likelihood (a scalar tensor if calibrated)
     delta: float = 0.0  # msps-vae: triplet loss on the background means; never annealed
     msp_alpha: float = 0.0  # cond-ae-msp: label and projection terms
 
@@ -49,7 +55,7 @@ def weights_for_epoch(
     alpha: float,
     beta: float,
     anneal_epochs: int,
-    sigma_x: float = 1.0,
+    sigma_x: float | Tensor = 1.0,
     delta: float = 0.0,
     msp_alpha: float = 0.0,
 ) -> LossWeights:
@@ -59,8 +65,13 @@ def weights_for_epoch(
     )
 
 
+SIGMA_X_FLOOR = 1.0 / 255.0
+"""The least calibrated sigma_x: one grey level of 8-bit video. Pixels are known no better than
+that, and the floor keeps the frame term finite when a reconstruction is (nearly) exact."""
+
+
 def gaussian_nll_frames(
-    frames: Tensor, recon: Tensor, sigma_x: float, pixel_mask: Tensor | None = None
+    frames: Tensor, recon: Tensor, sigma_x: float | Tensor, pixel_mask: Tensor | None = None
 ) -> Tensor:
     """Per-frame Gaussian negative log-likelihood, (M,).
 
@@ -73,7 +84,25 @@ def gaussian_nll_frames(
     else:
         sq = sq * pixel_mask
         n_pixels = pixel_mask.flatten(1).sum(1)
-    return 0.5 * sq.flatten(1).sum(1) / sigma_x**2 + 0.5 * n_pixels * (LOG_2PI + 2 * math.log(sigma_x))
+    log_sigma = torch.log(torch.as_tensor(sigma_x, dtype=sq.dtype, device=sq.device))
+    return 0.5 * sq.flatten(1).sum(1) / sigma_x**2 + 0.5 * n_pixels * (LOG_2PI + 2 * log_sigma)
+
+
+def calibrated_sigma_x(
+    frames: Tensor, recon: Tensor, pixel_mask: Tensor | None = None, floor: float = SIGMA_X_FLOOR
+) -> Tensor:
+    """The maximum-likelihood sigma_x of a batch: the root of its mean squared pixel error over
+    unmasked pixels, at least ``floor``; a scalar, detached.
+
+    This is the "optimal sigma" of Rybkin et al. 2021 (calibrated decoders): with sigma_x^2 set
+    to the batch's MSE, the frame term's gradient is that of D/2 * ln(MSE), so the decoder's
+    precision follows its own error instead of a fixed 1, and the KL terms weigh about as
+    much, relative to the frames, as the reconstruction error is small. Detached: it is the
+    variance the frames are scored with, not a quantity to minimise.
+    """
+    sq = (frames - recon).detach().float().square()
+    mse = sq.mean() if pixel_mask is None else (sq * pixel_mask).sum() / pixel_mask.sum().clamp_min(1)
+    return mse.clamp_min(floor**2).sqrt()
 
 
 def gaussian_nll_labels(labels: Tensor, predicted: Tensor, label_mask: Tensor) -> Tensor:
@@ -116,6 +145,21 @@ def decomposed_kl(z: Tensor, mu: Tensor, logvar: Tensor, n_data: int) -> tuple[T
     return mi, tc, dwkl
 
 
+def scaled_label_term(
+    labels: Tensor, predicted: Tensor, label_mask: Tensor, nll_labels: Tensor, sigma_x: float | Tensor
+) -> Tensor:
+    """NLL_labels with its squared error in units of the frames' precision: mean over frames of
+    1/2 * sum_k m * (y - y_hat)^2 / sigma_x^2, plus NLL_labels' constant 1/2 * K_m * ln(2 pi).
+
+    Weighted by alpha, the labels count as much against the frames at any sigma_x as they do
+    at sigma_x = 1, where this is NLL_labels itself (the reference's objective, constant
+    included). The constant is not scaled, so that a calibrated sigma_x, which shrinks as the
+    fit improves, does not inflate the loss of later epochs (``docs/latents.md``).
+    """
+    squared = 0.5 * (label_mask * (labels - predicted).square()).sum(1).mean()
+    return squared / sigma_x**2 + (nll_labels - squared)
+
+
 def psvae_loss(
     frames: Tensor,
     recon: Tensor,
@@ -134,7 +178,8 @@ def psvae_loss(
     """The six terms and their weighted sum, each a scalar (mean over the M frames).
 
     Latents are laid out [supervised K | background B | unsupervised U]; the background
-    block gets no KL term here (the multi-session model adds its own).
+    block gets no KL term here (the multi-session model adds its own). The labels' squared
+    error is weighted alpha / sigma_x^2 (:func:`scaled_label_term`, ``docs/latents.md``).
     """
     k, first_u = n_labels, n_labels + n_background
     nll_frames = gaussian_nll_frames(frames, recon, weights.sigma_x, pixel_mask).mean()
@@ -146,7 +191,7 @@ def psvae_loss(
         mi = tc = dwkl = torch.zeros((), device=z.device)
     loss = (
         nll_frames
-        + weights.alpha * nll_labels
+        + weights.alpha * scaled_label_term(labels, predicted_labels, label_mask, nll_labels, weights.sigma_x)
         + kl_s
         + weights.k_e * mi
         + weights.beta_e * tc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -31,10 +32,11 @@ from psvae.config import FitConfig
 from psvae.data import FrameData
 from psvae.errors import ConfigError
 from psvae.family import FAMILY
-from psvae.losses import LossWeights, family_loss, weights_for_epoch
+from psvae.losses import SIGMA_X_FLOOR, LossWeights, calibrated_sigma_x, family_loss, weights_for_epoch
 from psvae.metrics import (
     EpochAccumulator,
     abs_corr_first_two,
+    latent_summary,
     mean_abs_pairwise_corr,
     session_accuracy,
 )
@@ -54,6 +56,7 @@ class EpochResult:
     alpha: float
     beta_e: float
     k_e: float
+    sigma_x: float  # in force: the number, or the calibrated value (auto: mean over the epoch's batches)
     is_best: bool
     seconds: float
     status: str  # "running" or "diverged"
@@ -67,6 +70,7 @@ class EpochResult:
             alpha=self.alpha,
             beta_e=self.beta_e,
             k_e=self.k_e,
+            sigma_x=self.sigma_x,
             is_best=self.is_best,
             seconds=self.seconds,
             status=self.status,
@@ -83,6 +87,21 @@ class FitSummary:
     epochs_run: int
     best_epoch: int | None
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def comparable_loss(stats: dict[str, float], sigma: float, alpha: float) -> float:
+    """A validation pass's loss scored at one ``sigma`` (its constants dropped):
+    (pixel_sse + alpha * label_sse) / (2 sigma^2) + pixels * ln(sigma) + others, from the pass's
+    per-frame ``pixel_sse``, ``pixels``, ``label_sse`` and ``others`` (every other term at full
+    weight).
+
+    A calibrated sigma_x shrinks as a fit improves, and the labels' term, weighted
+    alpha / sigma_x^2, grows with it: the validation losses of two epochs, each at its own
+    sigma_x, favour the earlier one whatever it reconstructs. Two passes scored at the same
+    sigma_x compare what they explain (docs/latents.md).
+    """
+    weighted_sse = stats["pixel_sse"] + alpha * stats["label_sse"]
+    return weighted_sse / (2 * sigma**2) + stats["pixels"] * math.log(sigma) + stats["others"]
 
 
 def build_model(cfg: FitConfig, frame_shape: tuple[int, int, int], n_labels: int) -> PSVAE:
@@ -132,7 +151,11 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch: int | None = None
         self.best_val_loss = math.inf
+        self.best_stats: dict[str, float] | None = None  # the best epoch's _selection_stats
         self.status = "running"
+        self.epoch_sigma_x = math.nan  # sigma_x of the last training epoch (auto: its batches' mean)
+        self._variance: float | None = None  # the training frames' variance, once computed
+        self._last_logvar = np.zeros((0, 0), np.float32)
 
     # -- training ------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -141,23 +164,63 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _weights(self, epoch: int, full: bool = False) -> LossWeights:
+        """The weights of ``epoch``; sigma_x is the epoch's (NaN under ``auto``, where every
+        batch calibrates its own, see :meth:`_terms`)."""
         loss = self.cfg.loss
         return weights_for_epoch(
             epoch,
             loss.alpha,
             loss.beta,
             0 if full else loss.anneal_epochs,
-            loss.sigma_x,
+            self.sigma_x_for(epoch),
             delta=loss.delta,
             msp_alpha=loss.msp_alpha,
         )
 
-    def _terms(self, batch: Any, weights: LossWeights, n_data: int, sample: bool) -> tuple[Any, Any]:
+    def sigma_x_for(self, epoch: int) -> float:
+        """sigma_x in force in ``epoch`` (docs/latents.md): the configured number; for
+        ``auto-epoch`` the root of the previous epoch's training pixel MSE (the first epoch: of
+        the training frames' mean squared deviation from their mean frame), at least one grey
+        level; for ``auto`` NaN, as each batch is scored with its own MSE."""
+        sigma = self.cfg.loss.sigma_x
+        if not isinstance(sigma, str):
+            return float(sigma)
+        if sigma == "auto":
+            return math.nan
+        mse = self.history[epoch - 1]["train_pixel_mse"] if epoch > 0 else self._frame_variance()
+        return math.sqrt(max(float(mse), SIGMA_X_FLOOR**2))
+
+    def _frame_variance(self) -> float:
+        """Mean squared deviation of the training frames from their mean frame (unmasked pixels):
+        the pixel MSE of a decoder that ignores its latents."""
+        if self._variance is None:
+            index = self.data.index["train"]
+            total = torch.zeros(self.data.frame_shape, dtype=torch.float64)
+            total_sq = torch.zeros(self.data.frame_shape, dtype=torch.float64)
+            for start in range(0, len(index), 512):
+                x = self.data.frames[index[start : start + 512]].double() / 255.0
+                total += x.sum(0)
+                total_sq += x.square().sum(0)
+            n = max(len(index), 1)
+            per_pixel = total_sq / n - (total / n).square()
+            if self.data.pixel_mask is not None:
+                mask = self.data.pixel_mask[index].double().mean(0).clamp_min(0)
+                per_pixel = per_pixel * (mask > 0)
+                self._variance = float(per_pixel.sum() / (mask > 0).sum().clamp_min(1))
+            else:
+                self._variance = float(per_pixel.mean())
+        return self._variance
+
+    def _terms(self, batch: Any, weights: LossWeights, n_data: int, sample: bool) -> tuple[Any, Any, Any]:
+        """The loss terms, the network's output and the sigma_x the frames were scored with."""
         model = self.model
         with self._autocast():
             out = model(batch.frames, self.noise_rng if sample else None, labels=batch.labels)
         # the loss is always computed in float32
         recon, mu, logvar, z = out.frames.float(), out.mu.float(), out.logvar.float(), out.z.float()
+        if self.cfg.loss.sigma_x == "auto":
+            sigma = calibrated_sigma_x(batch.frames, recon, batch.pixel_mask)
+            weights = dataclasses.replace(weights, sigma_x=sigma)
         terms = family_loss(
             model.model_class,
             batch.frames,
@@ -176,12 +239,13 @@ class Trainer:
             session=batch.session,
             projection=None if model.projection is None else model.projection.weight.float(),
         )
-        return terms, out
+        return terms, out, weights.sigma_x
 
     def _accumulate(self, acc: EpochAccumulator, terms: Any, out: Any, batch: Any) -> None:
         acc.add(terms, batch.frames, out.frames, batch.labels, out.labels, batch.label_mask, batch.pixel_mask)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training batches; also sets :attr:`epoch_sigma_x`."""
         self.model.train()
         weights = self._weights(epoch)
         n_data = self.data.n_frames("train")
@@ -192,47 +256,77 @@ class Trainer:
             )
         else:
             batches = self.data.train_batches(self.cfg.train.batch_size, self.order_rng)
+        sigma_sum: Any = 0.0
+        n_batches = 0
         for idx in batches:
             batch = self.data.batch(idx, self.device)
-            terms, out = self._terms(batch, weights, n_data, sample=True)
+            terms, out, sigma = self._terms(batch, weights, n_data, sample=True)
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
             self._accumulate(acc, terms, out, batch)
+            sigma_sum = sigma_sum + sigma
+            n_batches += 1
+        self.epoch_sigma_x = float(sigma_sum / max(n_batches, 1))
         return acc.result()
 
     @torch.no_grad()
-    def _evaluate(self, split: str, keep_latents: bool = False) -> tuple[EpochAccumulator, np.ndarray]:
-        """One pass over ``split`` with the posterior means and full weights; also returns the
-        means (N, L) when ``keep_latents``."""
+    def _evaluate(
+        self, split: str, keep_latents: bool = False, epoch: int | None = None
+    ) -> tuple[EpochAccumulator, np.ndarray]:
+        """One pass over ``split`` with the posterior means and full weights (sigma_x of
+        ``epoch``, default the current one); also returns the means (N, L) when
+        ``keep_latents`` (their log-variances in ``_last_logvar``)."""
         self.model.eval()
-        weights = self._weights(0, full=True)
+        weights = self._weights(self.epoch if epoch is None else epoch, full=True)
         n_data = self.data.n_frames(split)
         acc = EpochAccumulator(self.data.n_labels, self.device)
-        latents = []
+        latents, logvars = [], []
         for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
             batch = self.data.batch(idx, self.device)
-            terms, out = self._terms(batch, weights, n_data, sample=False)
+            terms, out, _ = self._terms(batch, weights, n_data, sample=False)
             self._accumulate(acc, terms, out, batch)
             if keep_latents:
                 latents.append(out.mu.float().cpu().numpy())
+                logvars.append(out.logvar.float().cpu().numpy())
         empty = np.zeros((0, self.model.n_codes), np.float32)
+        self._last_logvar = np.concatenate(logvars) if logvars else empty
         return acc, np.concatenate(latents) if latents else empty
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Loss terms and errors on ``split`` with the posterior means and full weights."""
         return self._evaluate(split)[0].result()
 
+    def _selection_stats(self, acc: EpochAccumulator, val: dict[str, float]) -> dict[str, float]:
+        """What :func:`comparable_loss` needs of a validation pass: its per-frame squared
+        errors and every other term of the objective at full weight."""
+        loss = self.cfg.loss
+        others = val["kl_s"] + val["mi"] + loss.beta * (val["tc"] + val["kl_u"]) + val["dwkl"]
+        return {**acc.per_frame_errors(), "others": others + loss.delta * val["triplet"]}
+
+    def _is_better(self, val: dict[str, float], stats: dict[str, float]) -> bool:
+        """Whether this epoch's validation pass beats the best so far: by the validation loss,
+        or under a calibrated sigma_x both scored at this epoch's sigma_x (:func:`comparable_loss`)."""
+        calibrated = isinstance(self.cfg.loss.sigma_x, str)
+        if not calibrated or not FAMILY[self.cfg.model.model_class].variational or self.best_stats is None:
+            return val["loss"] < self.best_val_loss
+        sigma = self.epoch_sigma_x
+        alpha = self.cfg.loss.alpha
+        return comparable_loss(stats, sigma, alpha) < comparable_loss(self.best_stats, sigma, alpha)
+
     def run_epoch(self) -> EpochResult:
         epoch = self.epoch
         start = time.perf_counter()
         weights = self._weights(epoch)
         train = self.train_epoch(epoch)
-        val = self.evaluate("val")
+        acc, _ = self._evaluate("val")
+        val = acc.result()
+        stats = self._selection_stats(acc, val)
         finite = math.isfinite(train["loss"]) and math.isfinite(val["loss"])
-        is_best = finite and val["loss"] < self.best_val_loss
+        is_best = finite and self._is_better(val, stats)
         if is_best:
             self.best_val_loss = val["loss"]
+            self.best_stats = stats
             self.best_epoch = epoch
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.status = "running" if finite else "diverged"
@@ -243,6 +337,7 @@ class Trainer:
             alpha=weights.alpha,
             beta_e=weights.beta_e,
             k_e=weights.k_e,
+            sigma_x=self.epoch_sigma_x,
             is_best=is_best,
             seconds=time.perf_counter() - start,
             status=self.status,
@@ -289,26 +384,32 @@ class Trainer:
         if self.best_state is None:
             return FitSummary(status, self.precision, self.epoch, None, {})
         self.load_best()
+        best = self.best_epoch
+        assert best is not None
         metrics: dict[str, float] = {}
         names = self.data.label_stats.names
+        val_mu = val_logvar = np.zeros((0, self.model.n_codes), np.float32)
         for split in ("val", "test"):
-            acc, latents = self._evaluate(split, keep_latents=split == "test")
+            acc, latents = self._evaluate(split, keep_latents=True, epoch=best)
             result = acc.result()
             for key in ("loss", "pixel_mse", "label_mse", "label_r2"):
                 metrics[f"{split}_{key}"] = result[key]
             if split == "val":
                 for key in ("mi", "tc", "dwkl"):
                     metrics[f"val_{key}"] = result[key]
+                val_mu, val_logvar = latents, self._last_logvar
             for name, r2 in zip(names, acc.r2.per_column(), strict=True):
                 metrics[f"{split}_label_r2_{name}"] = float(r2)
             if split == "test":
                 metrics["test_abs_corr_u01"] = abs_corr_first_two(self.unsupervised_latents(latents))
         train_u = self.unsupervised_latents(self.latents("train"))
+        val_u = self.unsupervised_latents(val_mu)
         metrics["train_mean_abs_corr_u"] = mean_abs_pairwise_corr(train_u)
+        metrics["sigma_x"] = self._best_sigma_x(best)
+        metrics.update(self._latent_metrics(train_u, val_u, val_mu, val_logvar, metrics))
         n_sessions = self.data.n_sessions
         if n_sessions >= 2:
             index = self.data.index
-            val_u = self.unsupervised_latents(self.latents("val"))
             metrics["val_session_acc"] = session_accuracy(
                 train_u,
                 self.data.session[index["train"]].numpy(),
@@ -318,6 +419,47 @@ class Trainer:
             )
             metrics["session_chance"] = 1.0 / n_sessions
         return FitSummary(status, self.precision, self.epoch, self.best_epoch, metrics)
+
+    def _best_sigma_x(self, best: int) -> float:
+        """The sigma_x of the best epoch: configured, or as calibrated then (``auto``: the mean
+        over that epoch's training batches)."""
+        if self.cfg.loss.sigma_x == "auto":
+            return float(self.history[best]["sigma_x"])
+        return self.sigma_x_for(best)
+
+    def _latent_metrics(
+        self,
+        train_u: np.ndarray,
+        val_u: np.ndarray,
+        val_mu: np.ndarray,
+        val_logvar: np.ndarray,
+        metrics: dict[str, float],
+    ) -> dict[str, float]:
+        """Whether the unsupervised latents carry anything (docs/latents.md): per dimension the
+        variance of the posterior means over the validation frames and their KL to the prior,
+        how many are active, the labels they leak, and MI/TC/DWKL net of their constants."""
+        index = self.data.index
+        n_u = train_u.shape[1]
+        variational = FAMILY[self.cfg.model.model_class].variational
+        # the unsupervised latents are the encoder's last U outputs in every variational class
+        logvar_u = val_logvar[:, val_logvar.shape[1] - n_u :] if variational else None
+        summary = latent_summary(
+            train_u,
+            self.data.labels[index["train"]].numpy(),
+            self.data.label_mask[index["train"]].numpy(),
+            val_u,
+            self.data.labels[index["val"]].numpy(),
+            self.data.label_mask[index["val"]].numpy(),
+            val_mu_u=val_u,
+            val_logvar_u=logvar_u,
+        )
+        out = summary.flat()
+        if FAMILY[self.cfg.model.model_class].tc_decomposition:
+            log_n = math.log(max(self.data.n_frames("val"), 1))
+            out["val_mi_net"] = metrics["val_mi"] - log_n
+            out["val_tc_net"] = metrics["val_tc"] - (n_u - 1) * log_n
+            out["val_dwkl_net"] = metrics["val_dwkl"] + n_u * log_n
+        return out
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -334,6 +476,7 @@ class Trainer:
             "best_state": self.best_state,
             "best_epoch": self.best_epoch,
             "best_val_loss": self.best_val_loss,
+            "best_stats": self.best_stats,
             "history": self.history,
         }
 
@@ -353,6 +496,7 @@ class Trainer:
         self.best_state = state["best_state"]
         self.best_epoch = state["best_epoch"]
         self.best_val_loss = float(state["best_val_loss"])
+        self.best_stats = state.get("best_stats")
         self.history = list(state["history"])
 
     def save_checkpoint(self, path: str | Path) -> None:

@@ -9,9 +9,11 @@ from results_schema.latents import LATENTS_VERSION, latents_schema
 from results_schema.tables import (
     EPOCH_METRICS,
     EPOCHS_VERSION,
+    READABLE_VERSIONS,
     TRIALS_VERSION,
     describe,
     epochs_schema,
+    trial_columns_from_metrics,
     trials_schema,
 )
 
@@ -19,9 +21,11 @@ __all__ = [
     "EPOCHS_VERSION",
     "EPOCH_METRICS",
     "LATENTS_VERSION",
+    "READABLE_VERSIONS",
     "TRIALS_VERSION",
     "describe",
     "epochs_schema",
     "latents_schema",
+    "trial_columns_from_metrics",
     "trials_schema",
 ]

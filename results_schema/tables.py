@@ -8,13 +8,21 @@ These functions are the only place their columns are spelled out.
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
 import pyarrow as pa
 
 # version 2: the model family (model_class, delta, msp_alpha, n_background, session accuracy;
 # the kl_u, triplet and msp_latent terms); version 3: reused_from (a fit an earlier stage made), note
-TRIALS_VERSION = 3
-EPOCHS_VERSION = 2
-READABLE_VERSIONS = {"trials": (2, 3), "epochs": (2,)}
+# version 4 (trials) and 3 (epochs): the unsupervised latents' activity (docs/latents.md): sigma_x,
+# val_mu_var_u, val_kl_u_per_dim, n_active_u, label_leakage_u, val_mi_net, val_tc_net,
+# val_dwkl_net; epochs: sigma_x
+TRIALS_VERSION = 4
+EPOCHS_VERSION = 3
+READABLE_VERSIONS = {"trials": (2, 3, 4), "epochs": (2, 3)}
 """Older versions a reader still takes: their missing columns read as null."""
 
 # Per-epoch metric names; each appears as ``train_<name>`` and ``val_<name>`` in ``epochs``.
@@ -64,6 +72,92 @@ _KEYS: list[tuple[str, pa.DataType, bool, str]] = [
     ("stage", pa.string(), False, "search stage that ran the trial (e.g. alpha, beta, seeds)"),
     ("trial_id", pa.string(), False, "trial identifier, unique within the run"),
 ]
+
+
+_F64, _I32 = pa.float64(), pa.int32()
+
+LATENT_COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
+    (
+        "sigma_x",
+        _F64,
+        True,
+        "the sigma_x the fit used: the configured number, or for auto and auto-epoch the value "
+        "calibrated in the best epoch (docs/latents.md)",
+    ),
+    (
+        "val_mu_var_u",
+        pa.list_(_F64),
+        True,
+        "per unsupervised latent: variance over the validation frames of its posterior mean "
+        "(about 0 for a collapsed latent; the prior's is 1)",
+    ),
+    (
+        "val_kl_u_per_dim",
+        pa.list_(_F64),
+        True,
+        "per unsupervised latent: mean KL(q(z_d|x) || N(0, 1)) on the validation frames, in nats "
+        "(about 0 for a collapsed latent); null for the autoencoders",
+    ),
+    (
+        "n_active_u",
+        _I32,
+        True,
+        "unsupervised latents whose val_mu_var_u is at least 0.01 (active units); null for the "
+        "autoencoders, which have no prior to measure against",
+    ),
+    (
+        "label_leakage_u",
+        _F64,
+        True,
+        "R^2 of the labels predicted from the unsupervised latents by a ridge regression on their "
+        "cubic polynomial features, fit on the training frames and scored on the validation "
+        "frames (held-out trials), variance-weighted over labels: about 1 when a latent copies a "
+        "label, about 0 when none leaks",
+    ),
+    (
+        "val_mi_net",
+        _F64,
+        True,
+        "val_mi - log N (N: validation frames): 0 for a posterior equal to the prior",
+    ),
+    (
+        "val_tc_net",
+        _F64,
+        True,
+        "val_tc - (U - 1) log N: 0 for a posterior equal to the prior",
+    ),
+    (
+        "val_dwkl_net",
+        _F64,
+        True,
+        "val_dwkl + U log N: 0 for a posterior equal to the prior",
+    ),
+]
+"""The trials columns of version 4 that :func:`trial_columns_from_metrics` fills."""
+
+_PER_DIM = ("val_mu_var_u", "val_kl_u_per_dim")  # list columns, from the keys <column>_<i>
+
+
+def trial_columns_from_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`LATENT_COLUMNS` of one trials row from a fit's flat metrics (the trainer's
+    ``FitSummary.metrics``, as Tune reports them): the lists are assembled from the
+    ``<name>_<i>`` keys in order of i. Missing values are NaN (floats) or null (lists, counts).
+    """
+
+    def number(key: str) -> float:
+        value = metrics.get(key)
+        return math.nan if value is None else float(value)
+
+    row: dict[str, Any] = {}
+    for column in _PER_DIM:
+        pattern = re.compile(rf"{column}_(\d+)")
+        found = {int(m.group(1)): float(v) for k, v in metrics.items() if (m := pattern.fullmatch(k))}
+        row[column] = [found[i] for i in sorted(found)] if found else None
+    active = metrics.get("n_active_u")
+    row["n_active_u"] = None if active is None or not math.isfinite(float(active)) else int(active)
+    for key in ("sigma_x", "label_leakage_u", "val_mi_net", "val_tc_net", "val_dwkl_net"):
+        row[key] = number(key)
+    return row
 
 
 def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
@@ -142,6 +236,7 @@ def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
             "near session_chance means no session information",
         ),
         ("session_chance", f64, True, "1 / number of sessions: session_acc of a classifier that guesses"),
+        *LATENT_COLUMNS,
         ("label_names", pa.list_(s), True, "names of the labels, in model order"),
         ("val_label_r2_per_label", pa.list_(f64), True, "validation R^2 of each label, in label_names order"),
         ("test_label_r2_per_label", pa.list_(f64), True, "test R^2 of each label, in label_names order"),
@@ -181,6 +276,14 @@ def epochs_columns() -> list[tuple[str, pa.DataType, bool, str]]:
         ("alpha", f64, True, "weight of the label log-likelihood (never annealed)"),
         ("beta_e", f64, True, "weight of the total correlation in force this epoch (beta * k_e)"),
         ("k_e", f64, True, "annealing weight of the unsupervised KL terms this epoch, 0 to 1"),
+        (
+            "sigma_x",
+            f64,
+            True,
+            "sigma_x in force this epoch: the configured number; auto: the mean over the epoch's "
+            "training batches of each batch's calibrated value; auto-epoch: the value calibrated "
+            "from the previous epoch (docs/latents.md)",
+        ),
         ("is_best", pa.bool_(), True, "whether this epoch had the lowest validation loss so far"),
         ("seconds", f64, True, "wall-clock time of the epoch (training and validation) in seconds"),
     ]

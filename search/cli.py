@@ -93,7 +93,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: no such directory for --out")
     start = time.perf_counter()
-    spec = synthetic.SyntheticSpec(n_trials=args.trials, seed=args.seed)
+    spec = synthetic.SyntheticSpec(n_trials=args.trials, seed=args.seed, scene=args.scene)
     if args.sessions > 1:
         paths = synthetic.write_sessions(out, args.sessions, spec)
         print(
@@ -356,6 +356,54 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """``psvae score``: ground-truth scores of a model's latents beside a pixel-PCA baseline."""
+    from psvae.files import write_json_atomic
+    from psvae.scores import score_model, score_table
+
+    out = Path(args.json) if args.json else None
+    if out is not None:
+        _refuse_existing(out, args.force, "--json")
+        if not out.parent.is_dir():
+            raise UserError(f"{out.parent}: no such directory for --json")
+    report = score_model(args.model, args.data, args.factors)
+    print(score_table(report))
+    if out is not None:
+        write_json_atomic(out, report)
+        print(f"wrote {out}")
+    return 0
+
+
+def add_score_parser(
+    add: Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser],
+) -> None:
+    p = add(
+        "score",
+        cmd_score,
+        "Score a model's latents against known factors (benchmark data), beside a pixel-PCA baseline.",
+    )
+    p.add_argument("--model", required=True, help="a model bundle directory")
+    p.add_argument("--data", required=True, help="the HDF5 file to encode")
+    p.add_argument(
+        "--factors", required=True, help="its ground truth: an .npz of per-trial factors (psvae synthetic)"
+    )
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+
+
+def add_scene_arg(p: argparse.ArgumentParser) -> None:
+    """``psvae synthetic --scene``: which built-in scene to draw (docs/latents.md, the benchmark)."""
+    from psvae.synthetic import SCENE_NAMES
+
+    p.add_argument(
+        "--scene",
+        default=SCENE_NAMES[0],
+        choices=SCENE_NAMES,
+        help="blob: a blob whose position is labelled (the default); limbs: two labelled limbs with a "
+        "small jaw and tail as nuisance parts (the latents benchmark)",
+    )
+
+
 # -- parser -------------------------------------------------------------------------------
 EXAMPLES: dict[str, str] = {
     "synthetic": "psvae synthetic --out data.h5\n  psvae synthetic --sessions 3 --out sessions/",
@@ -371,6 +419,7 @@ EXAMPLES: dict[str, str] = {
     "jobs": "psvae jobs logs JOB_ID --address http://HOST:8265 --follow",
     "token": "psvae token --out ~/.ray/my-cluster.token",
     "report": "psvae report runs/mice-1",
+    "score": "psvae score --model chosen-model --data limbs.h5 --factors limbs.h5.factors.npz --json s.json",
     "demo": "psvae demo --quick",
 }
 """One example per subcommand, shown at the end of its --help."""
@@ -420,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "that gets one HDF5 file per session",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    add_scene_arg(p)
 
     p = add("fit", cmd_fit, "Fit one model without Ray; rerun the same command to resume.")
     p.add_argument("--data", required=True, nargs="+", help="one or more HDF5 files")
@@ -522,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("token", cmd_token, "Write a new cluster token file, readable by its owner only.")
     p.add_argument("--out", required=True, help="the file to create (e.g. ~/.ray/my-cluster.token)")
+
+    add_score_parser(add)
 
     p = add("report", cmd_report, "Write the run's HTML report, RUN_DIR/report/index.html.")
     p.add_argument("run_dir", help="the run directory")

@@ -32,6 +32,7 @@ import pandas as pd
 
 from psvae.config import FitConfig
 from psvae.family import DEFAULT_CLASS, FAMILY
+from results_schema import trial_columns_from_metrics
 from search import results, selection
 from search.rundir import (
     DONE,
@@ -543,6 +544,7 @@ def trial_rows(outcome: TrialOutcome, run_id: str, stage: str) -> tuple[dict[str
         "train_mean_abs_corr_u", "test_abs_corr_u01", "val_session_acc", "session_chance",
     ):  # fmt: skip
         row[key] = metric(key)
+    row.update(trial_columns_from_metrics(metrics))
     epochs = [
         {
             "run_id": run_id,

@@ -7,11 +7,19 @@ why it was or was not in the running, and a sentence with the numbers behind the
 A trial is *usable* when its status is ``"completed"`` and its hyperparameters and the metrics
 the rule reads are finite. Every other trial is kept in ``Decision.table`` with the reason it was
 excluded, so a diverged run with a deceptively good last metric is visible but never chosen.
+
+The rules that judge the unsupervised latents (beta, seeds, sigma_x) also exclude a trial of a
+variational class whose unsupervised latents have *collapsed*: a dimension whose posterior mean
+varies less than ``min_active_var`` over the validation frames (``val_mu_var_u``) carries
+nothing, and a low correlation between such latents means nothing either. If every otherwise
+usable trial has collapsed, the rule raises :class:`CollapsedStage` with the remedy
+(``docs/latents.md``). Tables without ``val_mu_var_u`` (results schemas 2 and 3) are not screened.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from psvae.family import FAMILY
 from psvae.files import jsonable
+from psvae.metrics import ACTIVE_VAR
 
 HYPERPARAMETERS: tuple[str, ...] = ("alpha", "beta", "n_unsupervised", "seed_model")
 """The hyperparameter columns every results table has, in the order they are reported."""
@@ -37,6 +47,20 @@ LABEL = "val_label_mse"
 CORRELATION = "train_mean_abs_corr_u"
 """Column: mean |Pearson r| over all pairs of unsupervised latents on training frames."""
 
+ACTIVITY = "val_mu_var_u"
+"""Column (a list per trial): variance over validation frames of each unsupervised posterior mean."""
+
+LEAKAGE = "label_leakage_u"
+"""Column: held-out R^2 of the labels predicted from the unsupervised latents."""
+
+SIGMA = "sigma_x"
+"""Column: the sigma_x a trial used (for a calibrated setting, the value it settled at)."""
+
+COLLAPSE_REMEDY = (
+    "a smaller loss.sigma_x (or loss.sigma_x: auto), more train.epochs, or fewer model.n_unsupervised"
+)
+"""What to try when every trial of a stage has collapsed unsupervised latents (docs/latents.md)."""
+
 COMPLETED = "completed"
 """The only status whose trials can be chosen."""
 
@@ -51,6 +75,11 @@ _ORDER = tuple[tuple[str, bool], ...]
 
 class SelectionError(ValueError):
     """No trial of the stage can be chosen: the table is empty or every trial is excluded."""
+
+
+class CollapsedStage(SelectionError):
+    """Every trial that finished has collapsed unsupervised latents; the message is one line
+    naming them and the remedy."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,50 @@ def _numeric_column(table: pd.DataFrame, name: str) -> np.ndarray:
         raise ValueError(f"table column {name}: must be numeric ({err})") from None
 
 
+def _inactive_dims(table: pd.DataFrame, min_active_var: float | None) -> list[list[tuple[int, float]]]:
+    """Per row, the (dimension, variance) of each inactive unsupervised latent; empty when all
+    are active, when ``min_active_var`` is None, when the row's class is not variational (an
+    autoencoder's codes have no prior scale) or when activity was not measured."""
+    n_rows = len(table)
+    if min_active_var is None or ACTIVITY not in table.columns:
+        return [[] for _ in range(n_rows)]
+    classes = table["model_class"] if "model_class" in table.columns else [None] * n_rows
+    out: list[list[tuple[int, float]]] = []
+    for variances, model_class in zip(table[ACTIVITY], classes, strict=True):
+        kind = FAMILY.get(str(model_class)) if isinstance(model_class, str) else None
+        if variances is None or (kind is not None and not kind.variational):
+            out.append([])
+            continue
+        values = [float(v) for v in variances] if not np.isscalar(variances) else []
+        out.append([(d, v) for d, v in enumerate(values) if not v >= min_active_var])
+    return out
+
+
+def _collapse_text(dims: list[tuple[int, float]], threshold: float) -> str:
+    """``"z_u dim 0 inactive (posterior-mean variance 0.003 < 0.01)"``."""
+    names = ", ".join(str(d) for d, _ in dims)
+    values = ", ".join(f"{v:.2g}" for _, v in dims)
+    plural = "s" if len(dims) > 1 else ""
+    return f"z_u dim{plural} {names} inactive (posterior-mean variance {values} < {threshold:g})"
+
+
+def _weak_note(
+    table: pd.DataFrame, screened: _Screened, chosen: dict[str, Any], min_active_var: float
+) -> str:
+    """A sentence when ``min_active_var`` was set below the convention and the chosen trial's
+    latents are below the convention: a choice among barely active latents is not silent."""
+    if min_active_var >= ACTIVE_VAR:
+        return ""
+    index = [record["trial_id"] for record in screened.records].index(chosen["trial_id"])
+    weak = _inactive_dims(table, ACTIVE_VAR)[index]
+    if not weak:
+        return ""
+    return (
+        f" Its unsupervised latents barely vary ({_collapse_text(weak, ACTIVE_VAR).removeprefix('z_u ')} "
+        f"by the usual threshold): its |r| means little."
+    )
+
+
 def _records(table: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]]:
     """The columns a rule needs, one plain dict per row, after checking the table's shape."""
     if not isinstance(table, pd.DataFrame):
@@ -178,19 +251,38 @@ def _records(table: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]
     ]
 
 
-def _screen(table: pd.DataFrame, metrics: Sequence[str]) -> _Screened:
-    """Split the stage's trials into usable ones and excluded ones with their reasons.
+def _screen(table: pd.DataFrame, metrics: Sequence[str], min_active_var: float | None = None) -> _Screened:
+    """Split the stage's trials into usable ones and excluded ones with their reasons; with
+    ``min_active_var``, trials with an inactive unsupervised latent are excluded too.
 
-    Raises SelectionError when the table is empty or no trial is usable.
+    Raises SelectionError when the table is empty or no trial is usable, CollapsedStage when
+    the only reason left is collapse.
     """
     if isinstance(table, pd.DataFrame) and table.empty:
         raise SelectionError("no trials")
     records = _records(table, metrics)
-    exclusions = tuple(_exclusion(record, metrics) for record in records)
+    inactive = _inactive_dims(table, min_active_var)
+    exclusions: list[_Exclusion | None] = []
+    collapsed: list[str] = []
+    for record, dims in zip(records, inactive, strict=True):
+        exclusion = _exclusion(record, metrics)
+        if exclusion is None and dims:
+            assert min_active_var is not None
+            text = _collapse_text(dims, min_active_var)
+            exclusion = _Exclusion(f"collapsed: {text}", f"{record['trial_id']} {text}")
+            collapsed.append(exclusion.summary)
+        exclusions.append(exclusion)
     if all(excl is not None for excl in exclusions):
+        if collapsed:
+            n = len(collapsed)
+            raise CollapsedStage(
+                f"the unsupervised latents collapsed in {'every one' if n > 1 else 'the one'} of the "
+                f"{n} finished trial{'s' if n > 1 else ''} ({'; '.join(collapsed)}): their correlations "
+                f"mean nothing, so nothing is chosen; remedy: {COLLAPSE_REMEDY}"
+            )
         summaries = "; ".join(excl.summary for excl in exclusions if excl is not None)
         raise SelectionError(f"no usable trial: {summaries}")
-    return _Screened(tuple(records), exclusions)
+    return _Screened(tuple(records), tuple(exclusions))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,14 +403,51 @@ def _tie_note(n_tied: int, metric: str, broken_by: str) -> str:
 # Rules
 
 
+def _check_number(name: str, value: object, positive: bool = False) -> float:
+    """``value`` as a float, or ValueError naming ``name`` when it is not a finite number >= 0
+    (> 0 when ``positive``)."""
+    bound = "> 0" if positive else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} = {value!r}: must be a number {bound}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ValueError(f"{name} = {value!r}: must be a number {bound}")
+    return number
+
+
 def _check_tolerance(tolerance: object) -> float:
     """``tolerance`` as a float, or ValueError when it is not a finite number >= 0."""
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.integer | np.floating):
-        raise ValueError(f"tolerance = {tolerance!r}: must be a number >= 0")
-    value = float(tolerance)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"tolerance = {tolerance!r}: must be a number >= 0")
-    return value
+    return _check_number("tolerance", tolerance)
+
+
+def _check_active_var(min_active_var: object) -> float:
+    """The activity threshold: a finite number > 0 (0 would call every latent active)."""
+    return _check_number("min_active_var", min_active_var, positive=True)
+
+
+PARAM_CHECKS: dict[str, Callable[[object], float]] = {
+    "tolerance": _check_tolerance,
+    "min_active_var": _check_active_var,
+    "corr_tolerance": lambda value: _check_number("corr_tolerance", value),
+    "label_tolerance": lambda value: _check_number("label_tolerance", value),
+}
+"""How each rule parameter is checked; ValueError names the parameter and its value."""
+
+
+def _optional(records: Sequence[dict[str, Any]], table: pd.DataFrame, name: str) -> None:
+    """Attach column ``name`` to ``records`` as floats; NaN where it, or the column, is missing
+    (older tables, classes that do not measure it)."""
+    values = _numeric_column(table, name) if name in table.columns else np.full(len(records), np.nan)
+    for record, value in zip(records, values, strict=True):
+        record[name] = float(value)
+
+
+def _finite_or_worst(records: Sequence[dict[str, Any]], name: str) -> str:
+    """Add ``<name>_rank``: the value, or +inf where it is missing, so a missing value loses."""
+    rank = f"{name}_rank"
+    for record in records:
+        record[rank] = record[name] if math.isfinite(record[name]) else math.inf
+    return rank
 
 
 def _pixel_band(
@@ -376,6 +505,54 @@ def alpha_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     )
 
 
+LABEL_R2 = "val_label_r2"
+"""Column: R^2 of the predicted labels on validation frames, variance-weighted over labels."""
+
+
+def alpha_label_band(table: pd.DataFrame, label_tolerance: float = 0.01) -> Decision:
+    """The default alpha (and n_unsupervised) rule: the best reconstruction among the trials that
+    reproduce the labels about as well as the best.
+
+    With R* the highest val_label_r2 of the usable trials, the candidates are the trials with
+    val_label_r2 >= R* - ``label_tolerance`` (an absolute difference of R^2); the chosen one
+    has the lowest val_pixel_mse among them. Ties go to the larger alpha, then the smaller
+    trial_id.
+
+    Rationale (``docs/latents.md``): alpha_tolerance bounds the pixel error and then takes the
+    lowest label error, but the frame parts the unsupervised latents should carry are small, so
+    losing them moves the pixel error by a few percent: inside its 5% band, where the label
+    error, which keeps falling with alpha, always picks the largest alpha. Bounding the label
+    error instead (labels within 0.01 of R* are reproduced equally well for any use of them)
+    and then taking the best reconstruction chooses the alpha under which the frames, small
+    parts included, are explained best, however small the pixel differences are.
+    """
+    label_tolerance = _check_number("label_tolerance", label_tolerance)
+    metrics = (LABEL_R2, PIXEL)
+    screened = _screen(table, metrics)
+    usable = screened.usable
+    best_r2 = max(record[LABEL_R2] for record in usable)
+    bound = best_r2 - label_tolerance
+    candidates = [r for r in usable if r[LABEL_R2] >= bound or _close(np.array([r[LABEL_R2]]), bound)[0]]
+    chosen = _best(candidates, ((PIXEL, False), ("alpha", True)))
+    names = _label_names(usable, ("alpha",))
+    label_leader = _best(usable, ((LABEL_R2, True), ("alpha", True)))
+    n_tied = len(_tied_best(candidates, PIXEL, larger_is_better=False))
+    explanation = (
+        f"highest val label R^2 {best_r2:.4g} ({_label(label_leader, names)}); {len(candidates)} of "
+        f"{len(usable)} usable trials within {label_tolerance:g} of it; of those {_label(chosen, names)} "
+        f"has the lowest val pixel MSE {chosen[PIXEL]:.4g}"
+        f"{_tie_note(n_tied, 'val pixel MSE', 'the larger alpha')}.{_excluded_note(screened)}"
+    )
+    return Decision(
+        rule="alpha_label_band",
+        params={"label_tolerance": label_tolerance},
+        trial_id=chosen["trial_id"],
+        chosen=_chosen(chosen),
+        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        explanation=explanation,
+    )
+
+
 def alpha_utopia(table: pd.DataFrame) -> Decision:
     """The alpha rule without a tolerance: the Pareto-optimal trial nearest the utopia point.
 
@@ -422,35 +599,134 @@ def alpha_utopia(table: pd.DataFrame) -> Decision:
     )
 
 
-def lowest_correlation(table: pd.DataFrame) -> Decision:
-    """The beta and seeds rule: the least correlated unsupervised latents.
+def lowest_correlation(
+    table: pd.DataFrame, min_active_var: float = ACTIVE_VAR, corr_tolerance: float = 0.05
+) -> Decision:
+    """The beta and seeds rule: the least correlated unsupervised latents that carry something.
 
-    Chooses the usable trial with the lowest train_mean_abs_corr_u (mean |Pearson r| over pairs of
-    unsupervised latents on training frames): beta and the seed are there to disentangle those
-    latents, and the label and pixel errors barely depend on them. Ties go to the lower
-    val_pixel_mse, then the smaller trial_id.
+    Trials with an inactive unsupervised latent (posterior-mean variance over validation frames
+    below ``min_active_var``) are excluded: a collapsed latent is uncorrelated with anything, so
+    its low train_mean_abs_corr_u would win for the wrong reason. Among the rest, the trials
+    whose mean |Pearson r| over pairs of unsupervised latents on training frames is within
+    ``corr_tolerance`` of the lowest are a near-tie (that statistic moves with the seed by more
+    than a few hundredths); the near-tie goes to the lowest label_leakage_u (labels the
+    unsupervised latents should not carry; a missing value loses), then the lower |r|, then the
+    lower val_pixel_mse, then the smaller trial_id. If every finished trial has collapsed, the
+    rule raises :class:`CollapsedStage`. See ``docs/latents.md``.
     """
+    min_active_var = _check_active_var(min_active_var)
+    corr_tolerance = _check_number("corr_tolerance", corr_tolerance)
     metrics = (CORRELATION, PIXEL)
-    screened = _screen(table, metrics)
+    screened = _screen(table, metrics, min_active_var)
+    _optional(screened.records, table, LEAKAGE)
     usable = screened.usable
-    chosen = _best(usable, ((CORRELATION, False), (PIXEL, False)))
+    leak_rank = _finite_or_worst(usable, LEAKAGE)
+    lowest = _best(usable, ((CORRELATION, False), (PIXEL, False)))
+    bound = lowest[CORRELATION] + corr_tolerance
+    near = [r for r in usable if r[CORRELATION] <= bound or _close(np.array([r[CORRELATION]]), bound)[0]]
+    chosen = _best(near, ((leak_rank, False), (CORRELATION, False), (PIXEL, False)))
 
     names = _label_names(usable, ("beta", "seed_model"))
-    n_tied = len(_tied_best(usable, CORRELATION, larger_is_better=False))
+    within = f"within {corr_tolerance:g} of the lowest ({lowest[CORRELATION]:.3g}, {_label(lowest, names)})"
+    n_leak_best = len(_tied_best(near, leak_rank, larger_is_better=False))
+    n_tied = len(_tied_best(near, CORRELATION, larger_is_better=False))
     tie = _tie_note(n_tied, "|r|", f"the lower val pixel MSE {chosen[PIXEL]:.3g}")
+    if len(near) == 1:
+        how = (
+            f"{_label(chosen, names)} has the lowest mean |r| between unsupervised latents on training "
+            f"frames, {chosen[CORRELATION]:.3g}, of {len(usable)} usable trials"
+        )
+    elif n_leak_best == 1:
+        others = sorted(r[leak_rank] for r in near if r is not chosen)
+        how = (
+            f"{len(near)} of {len(usable)} usable trials have a mean |r| between unsupervised latents on "
+            f"training frames {within}; of those {_label(chosen, names)} leaks the least of the labels "
+            f"into them (label leakage R^2 {chosen[LEAKAGE]:.3g}, next {others[0]:.3g}), with mean |r| "
+            f"{chosen[CORRELATION]:.3g}"
+        )
+    else:
+        leak = f"R^2 {chosen[LEAKAGE]:.3g}" if math.isfinite(chosen[LEAKAGE]) else "not measured"
+        how = (
+            f"{len(near)} of {len(usable)} usable trials have a mean |r| between unsupervised latents on "
+            f"training frames {within} and their label leakage does not tell them apart ({leak}); "
+            f"{_label(chosen, names)} has the lowest mean |r|, {chosen[CORRELATION]:.3g}{tie}"
+        )
+    explanation = f"{how}.{_excluded_note(screened)}{_weak_note(table, screened, chosen, min_active_var)}"
+    return Decision(
+        rule="lowest_correlation",
+        params={"min_active_var": min_active_var, "corr_tolerance": corr_tolerance},
+        trial_id=chosen["trial_id"],
+        chosen=_chosen(chosen),
+        table=_table(screened, (*metrics, LEAKAGE), {record["trial_id"] for record in near}),
+        explanation=explanation,
+    )
+
+
+def sigma_leakage(
+    table: pd.DataFrame, min_active_var: float = ACTIVE_VAR, tolerance: float = 0.05
+) -> Decision:
+    """The sigma_x rule: unsupervised latents that are alive and free of the labels.
+
+    Trials with an inactive unsupervised latent are excluded (as in :func:`lowest_correlation`;
+    if all have collapsed, :class:`CollapsedStage`). Among the rest the candidates are the
+    trials whose label_leakage_u is within ``tolerance`` of the lowest; the chosen one has the
+    largest sigma_x (for a calibrated setting, the value it settled at): the most weight on
+    the prior that still keeps every latent alive and the labels out of them. Ties go to the
+    lower val_pixel_mse, then the smaller trial_id.
+
+    Rationale (``docs/latents.md``): sigma_x^2 weighs the KL terms against the frames. Too
+    large and the small parts of the frame are not worth their KL, the unsupervised latents
+    collapse, and what little they keep is label information; too small and nothing holds the
+    latents to the prior. Leakage is what separates the two without ground truth.
+    """
+    min_active_var = _check_active_var(min_active_var)
+    tolerance = _check_tolerance(tolerance)
+    metrics = (LEAKAGE, SIGMA, PIXEL)
+    screened = _screen(table, metrics, min_active_var)
+    usable = screened.usable
+    least = min(record[LEAKAGE] for record in usable)
+    bound = least + tolerance
+    candidates = [r for r in usable if r[LEAKAGE] <= bound or _close(np.array([r[LEAKAGE]]), bound)[0]]
+    chosen = _best(candidates, ((SIGMA, True), (PIXEL, False)))
+    settings = _sigma_settings(table)
+    for record in screened.records:
+        record["sigma_x_setting"] = settings.get(record["trial_id"], record[SIGMA])
+
+    def label(record: dict[str, Any]) -> str:
+        setting = record["sigma_x_setting"]
+        if isinstance(setting, str):
+            return f"sigma_x={setting} ({record[SIGMA]:.3g})"
+        return f"sigma_x={record[SIGMA]:.3g}"
+
     explanation = (
-        f"{_label(chosen, names)} has the lowest mean |r| between unsupervised latents on training "
-        f"frames, {chosen[CORRELATION]:.3g}, of {len(usable)} usable trials{tie}."
+        f"the lowest label leakage into the unsupervised latents is R^2 {least:.3g}; {len(candidates)} of "
+        f"{len(usable)} usable trials are within {tolerance:g} of it; of those {label(chosen)} has the "
+        f"largest sigma_x (label leakage {chosen[LEAKAGE]:.3g}, val pixel MSE {chosen[PIXEL]:.3g})."
         f"{_excluded_note(screened)}"
     )
     return Decision(
-        rule="lowest_correlation",
-        params={},
+        rule="sigma_leakage",
+        params={"min_active_var": min_active_var, "tolerance": tolerance},
         trial_id=chosen["trial_id"],
-        chosen=_chosen(chosen),
-        table=_table(screened, metrics, {record["trial_id"] for record in usable}),
+        chosen={**_chosen(chosen), SIGMA: chosen[SIGMA]},
+        table=_table(screened, (*metrics, "sigma_x_setting"), {record["trial_id"] for record in candidates}),
         explanation=explanation,
     )
+
+
+def _sigma_settings(table: pd.DataFrame) -> dict[str, Any]:
+    """trial_id -> the loss.sigma_x of its config (a number or a calibration's name), where the
+    table has configs."""
+    if "config_json" not in table.columns:
+        return {}
+    out: dict[str, Any] = {}
+    for trial_id, text in zip(table["trial_id"], table["config_json"], strict=True):
+        if isinstance(text, str):
+            try:
+                out[str(trial_id)] = json.loads(text).get("loss.sigma_x")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+    return out
 
 
 SESSION_ACC = "val_session_acc"
@@ -460,7 +736,9 @@ SESSION_CHANCE = "session_chance"
 """Column: 1 / number of sessions, the accuracy of guessing."""
 
 
-def session_correlation(table: pd.DataFrame, tolerance: float = 0.1) -> Decision:
+def session_correlation(
+    table: pd.DataFrame, tolerance: float = 0.1, min_active_var: float = ACTIVE_VAR
+) -> Decision:
     """The msps-vae's beta x delta and seeds rule: no session information, then least correlation.
 
     The excess of a trial is |val_session_acc - session_chance|: how far a classifier reading the
@@ -472,11 +750,13 @@ def session_correlation(table: pd.DataFrame, tolerance: float = 0.1) -> Decision
     Rationale: the background subspace exists so that session differences stay out of the
     unsupervised latents; a trial whose latents still tell sessions apart is not what the search
     is for, however well decorrelated. Among the trials that pass, beta's and delta's usual goal
-    decides.
+    decides. Trials with a collapsed unsupervised latent are excluded first (see
+    :func:`lowest_correlation`): a latent that carries nothing tells no session apart either.
     """
     tolerance = _check_tolerance(tolerance)
+    min_active_var = _check_active_var(min_active_var)
     metrics = (SESSION_ACC, SESSION_CHANCE, CORRELATION, PIXEL, "delta")
-    screened = _screen(table, metrics)
+    screened = _screen(table, metrics, min_active_var)
     usable = screened.usable
     for record in usable:
         record["excess"] = abs(record[SESSION_ACC] - record[SESSION_CHANCE])
@@ -507,10 +787,11 @@ def session_correlation(table: pd.DataFrame, tolerance: float = 0.1) -> Decision
         f"chance session accuracy is {chance:.3g}; {how}; of those {label} has the lowest mean |r| "
         f"between unsupervised latents, {chosen[CORRELATION]:.3g}, with session accuracy "
         f"{chosen[SESSION_ACC]:.3g}{tie}.{_excluded_note(screened)}"
+        f"{_weak_note(table, screened, chosen, min_active_var)}"
     )
     return Decision(
         rule="session_correlation",
-        params={"tolerance": tolerance},
+        params={"tolerance": tolerance, "min_active_var": min_active_var},
         trial_id=chosen["trial_id"],
         chosen={**_chosen(chosen), "delta": chosen["delta"]},
         table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
@@ -548,10 +829,12 @@ def msp_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
 
 RULES: dict[str, Callable[..., Decision]] = {
     "alpha_tolerance": alpha_tolerance,
+    "alpha_label_band": alpha_label_band,
     "alpha_utopia": alpha_utopia,
     "lowest_correlation": lowest_correlation,
     "session_correlation": session_correlation,
     "msp_tolerance": msp_tolerance,
+    "sigma_leakage": sigma_leakage,
 }
 """The selection rules by name, as a stage configuration names them."""
 
@@ -570,9 +853,10 @@ def _rule(rule: str) -> Callable[..., Decision]:
         raise ValueError(f"rule = {rule!r}: unknown; known rules: {', '.join(RULES)}") from None
 
 
-def select(rule: str, table: pd.DataFrame, **params: Any) -> Decision:
-    """Apply the rule named ``rule`` to one stage's results table with ``params``."""
-    function = _rule(rule)
+def check_params(rule: str, params: dict[str, Any]) -> None:
+    """ValueError, naming the parameter and its value, unless every entry of ``params`` is a
+    parameter of ``rule`` with an acceptable value; a search config is checked with this
+    before any trial runs."""
     accepted = rule_params(rule)
     for name, value in params.items():
         if name not in accepted:
@@ -580,4 +864,13 @@ def select(rule: str, table: pd.DataFrame, **params: Any) -> Decision:
                 f"{name} = {value!r}: not a parameter of rule {rule} "
                 f"(it takes: {', '.join(accepted) or 'no parameters'})"
             )
+        check = PARAM_CHECKS.get(name)
+        if check is not None:
+            check(value)
+
+
+def select(rule: str, table: pd.DataFrame, **params: Any) -> Decision:
+    """Apply the rule named ``rule`` to one stage's results table with ``params``."""
+    function = _rule(rule)
+    check_params(rule, params)
     return function(table, **params)

@@ -34,13 +34,15 @@ from psvae.errors import ConfigError, DataError
 from psvae.family import DEFAULT_CLASS, FAMILY, SELECTIVE_KEYS, classes_reading
 
 # stage name -> (the fit-config key it varies, the default values, the default rule)
-STAGE_KINDS: dict[str, tuple[str, tuple[float, ...], str]] = {
-    "alpha": ("loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_tolerance"),
+STAGE_KINDS: dict[str, tuple[str, tuple[float | str, ...], str]] = {
+    "alpha": ("loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_label_band"),
     "beta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
     # msps-vae: beta crossed with delta, the weight of the background triplet loss
     "beta_delta": ("loss.beta", (1.0, 5.0, 10.0, 20.0), "session_correlation"),
     "msp_alpha": ("loss.msp_alpha", (0.1, 1.0, 10.0, 100.0), "msp_tolerance"),
     "seeds": ("train.seed_model", (0, 1, 2), "lowest_correlation"),
+    # optional, ahead of alpha: fixed sigma_x values against the calibrated one (docs/latents.md)
+    "sigma_x": ("loss.sigma_x", ("auto", 0.1, 0.3, 1.0), "sigma_leakage"),
 }
 # a stage kind that crosses its values with a second key: name -> (key, default values, YAML name)
 CROSSED: dict[str, tuple[str, tuple[float, ...], str]] = {
@@ -204,10 +206,25 @@ def _number(source: str, key: str, value: Any, low: float = 0.0) -> float:
     return float(value)
 
 
+def _sigma_value(source: str, where: str, value: Any) -> None:
+    """A sigma_x stage value: a number > 0 or the name of a calibration (auto, auto-epoch)."""
+    from psvae.config import SIGMA_X_MODES
+
+    if isinstance(value, str):
+        if value not in SIGMA_X_MODES:
+            raise ConfigError(
+                f"{source}: {where} = {value!r}: expected a number > 0 or one of {', '.join(SIGMA_X_MODES)}"
+            )
+        return
+    if _number(source, f"{where} (loss.sigma_x)", value) <= 0:
+        raise ConfigError(f"{source}: {where} = {value!r}: sigma_x must be greater than 0")
+
+
 def _check_rule_params(source: str, where: str, rule: str, params: Mapping[str, Any]) -> None:
     """A rule's parameters are checked here rather than when its stage ends, hours later: each
-    must be one the rule takes, and (every rule's parameter is a tolerance) a finite number >= 0."""
-    from search.selection import rule_params
+    must be one the rule takes, a finite number >= 0, and within what the rule accepts (an
+    activity threshold must be > 0: ``search.selection.check_params``)."""
+    from search.selection import PARAM_CHECKS, rule_params
 
     accepted = rule_params(rule)
     for name, value in params.items():
@@ -216,7 +233,13 @@ def _check_rule_params(source: str, where: str, rule: str, params: Mapping[str, 
                 f"{source}: {where}.rule_params.{name}: not a parameter of rule {rule} "
                 f"(it takes: {', '.join(accepted) or 'no parameters'})"
             )
-        _number(source, f"{where}.rule_params.{name}", value)
+        if name not in PARAM_CHECKS:
+            _number(source, f"{where}.rule_params.{name}", value)
+            continue
+        try:
+            PARAM_CHECKS[name](value)
+        except ValueError as err:
+            raise ConfigError(f"{source}: {where}.rule_params.{err}") from None
 
 
 def _parse_stage(
@@ -301,11 +324,15 @@ def _parse_stage(
                 raise ConfigError(
                     f"{source}: {where}.values[{j}] = {v!r}: seeds are integers from 0 to 2**64 - 1"
                 )
+        elif name == "sigma_x":
+            _sigma_value(source, f"{where}.values[{j}]", v)
         elif name in STAGE_KINDS:
             _number(source, f"{where}.values[{j}] ({key})", v)
     values = (
         [float(v) for v in values] if name in ("alpha", "beta", "beta_delta", "msp_alpha") else list(values)
     )
+    if name == "sigma_x":
+        values = [v if isinstance(v, str) else float(v) for v in values]
     if len(set(values)) != len(values):
         raise ConfigError(f"{source}: {where}.values = {list(values)}: values repeat")
     n_u = raw.get("n_unsupervised", ())

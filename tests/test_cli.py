@@ -260,3 +260,29 @@ def test_synthetic_command_keeps_factors_apart(tmp_path, capsys):
     main(["synthetic", "--out", str(again), "--seed", "5", "--trials", "40"])
     with h5py.File(out) as a, h5py.File(again) as b:
         assert np.array_equal(a["images/trial_0003"][()], b["images/trial_0003"][()])
+
+
+def test_sigma_x_takes_a_number_or_a_calibration_and_refuses_anything_else(tmp_path, capsys):
+    from psvae.config import FitConfig
+
+    assert FitConfig().loss.sigma_x == "auto"
+    assert FitConfig.from_mapping({"loss.sigma_x": 1}).loss.sigma_x == 1.0
+    assert FitConfig.from_mapping({"loss.sigma_x": "auto-epoch"}).loss.sigma_x == "auto-epoch"
+    assert (
+        FitConfig.from_mapping(FitConfig.from_mapping({"loss.sigma_x": "auto"}).flat()).loss.sigma_x == "auto"
+    )
+    data = tmp_path / "d.h5"
+    assert main(["synthetic", "--out", str(data), "--trials", "10", "--seed", "1"]) == 0
+    capsys.readouterr()
+    for value, message in (
+        ("sharp", "loss.sigma_x = 'sharp': must be one of auto, auto-epoch"),
+        ("0", "loss.sigma_x = 0.0: must be greater than 0 (or one of auto, auto-epoch)"),
+        ("true", "loss.sigma_x = True: expected a number"),
+    ):
+        out = tmp_path / f"fit-{value}"
+        code = main(
+            ["fit", "--data", str(data), "--out", str(out), "--quiet", "--set", f"loss.sigma_x={value}"]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+        assert not out.exists()

@@ -16,7 +16,8 @@ from search.cli import load_fit_config, main
 from tests.conftest import REPO
 
 DEFAULTS = FitConfig().flat()
-FLOAT_KEYS = [k for k, v in DEFAULTS.items() if isinstance(v, float)]
+# loss.sigma_x is a number or the name of a calibration (default "auto"): its numbers are floats
+FLOAT_KEYS = [k for k, v in DEFAULTS.items() if isinstance(v, float)] + ["loss.sigma_x"]
 SEED_KEYS = [k for k in DEFAULTS if is_seed(k.partition(".")[2])]
 INT_KEYS = [k for k, v in DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)]
 

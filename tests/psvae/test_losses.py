@@ -122,9 +122,12 @@ def test_psvae_loss_is_the_weighted_sum_of_its_terms():
     labels, pred = torch.randn(m, k, generator=g), torch.randn(m, k, generator=g)
     w = weights_for_epoch(1, alpha=50.0, beta=5.0, anneal_epochs=4, sigma_x=0.5)
     t = psvae_loss(frames, recon, labels, pred, torch.ones(m, k), None, z, mu, logvar, k, 0, 1000, w)
+    # alpha weighs the labels' squared error in units of 1 / sigma_x^2 (here 1 / 0.25); their
+    # NLL's constant 1/2 * K * ln(2 pi) is not scaled
+    squared = 0.5 * (labels - pred).square().sum(1).mean()
     total = (
         t["nll_frames"]
-        + 50 * t["nll_labels"]
+        + 50 * (squared / 0.25 + k * 0.5 * math.log(2 * math.pi))
         + t["kl_s"]
         + 0.25 * t["mi"]
         + 1.25 * t["tc"]
@@ -132,3 +135,50 @@ def test_psvae_loss_is_the_weighted_sum_of_its_terms():
     )
     torch.testing.assert_close(t["loss"], total)
     assert set(t) == {"loss", "nll_frames", "nll_labels", "kl_s", "mi", "tc", "dwkl"}
+
+
+def test_the_calibrated_sigma_x_is_the_batch_rmse_and_its_gradient_that_of_half_d_log_mse():
+    from psvae.losses import SIGMA_X_FLOOR, calibrated_sigma_x
+
+    g = torch.Generator().manual_seed(7)
+    frames = torch.rand(8, 1, 6, 6, generator=g)
+    recon = torch.rand(8, 1, 6, 6, generator=g, requires_grad=True)
+    sigma = calibrated_sigma_x(frames, recon)
+    assert not sigma.requires_grad
+    torch.testing.assert_close(sigma, (frames - recon).square().mean().sqrt().detach())
+    # Rybkin et al.'s optimal sigma: scored with its own MSE, the frame term's gradient is that
+    # of D/2 * ln(MSE) per frame
+    gaussian_nll_frames(frames, recon, sigma).mean().backward()
+    calibrated = recon.grad.clone()
+    recon.grad = None
+    (0.5 * 36 * (frames - recon).square().mean().log()).backward()
+    torch.testing.assert_close(calibrated, recon.grad)
+    # masked pixels do not count, and a perfect reconstruction stops at one grey level
+    mask = torch.zeros_like(frames)
+    mask[:, :, :3] = 1
+    masked = calibrated_sigma_x(frames, recon, mask)
+    torch.testing.assert_close(masked, ((frames - recon)[:, :, :3]).square().mean().sqrt().detach())
+    assert calibrated_sigma_x(frames, frames.clone()).item() == pytest.approx(SIGMA_X_FLOOR)
+
+
+def test_alpha_keeps_its_meaning_when_sigma_x_changes():
+    from psvae.losses import scaled_label_term
+
+    g = torch.Generator().manual_seed(3)
+    labels, pred = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g)
+    mask = torch.ones(16, 2)
+    nll = gaussian_nll_labels(labels, pred, mask).mean()
+    assert scaled_label_term(labels, pred, mask, nll, 1.0) == pytest.approx(nll.item())  # the reference
+    # the gradients of frames and labels keep their ratio at any sigma_x: both scale by 1/sigma^2
+    frames, recon = torch.rand(16, 1, 4, 4, generator=g), torch.rand(16, 1, 4, 4, generator=g)
+    ratios = []
+    for sigma in (1.0, 0.03):
+        pred_ = pred.clone().requires_grad_(True)
+        recon_ = recon.clone().requires_grad_(True)
+        nll_ = gaussian_nll_labels(labels, pred_, mask).mean()
+        loss = gaussian_nll_frames(frames, recon_, sigma).mean() + 50 * scaled_label_term(
+            labels, pred_, mask, nll_, sigma
+        )
+        loss.backward()
+        ratios.append((pred_.grad.norm() / recon_.grad.norm()).item())
+    assert ratios[0] == pytest.approx(ratios[1], rel=1e-5)

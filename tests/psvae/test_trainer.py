@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -57,7 +58,9 @@ def test_a_non_finite_loss_ends_the_fit_as_diverged(data):
 
 
 def test_validation_uses_full_weights_and_test_metrics_come_from_the_best_epoch(data):
-    trainer = Trainer(small_config(**{"train.epochs": 4, "loss.anneal_epochs": 3}), data)
+    # sigma_x = 1: one sigma_x for every batch, so the terms' means recompose the loss
+    cfg = small_config(**{"train.epochs": 4, "loss.anneal_epochs": 3, "loss.sigma_x": 1.0})
+    trainer = Trainer(cfg, data)
     results = list(trainer.epochs())
     assert [r.k_e for r in results] == [0.0, 1 / 3, 2 / 3, 1.0]
     val_losses = [r.val["loss"] for r in results]
@@ -100,3 +103,40 @@ def test_resume_refuses_a_checkpoint_of_another_config(data, tmp_path):
     other = Trainer(small_config(**{"loss.beta": 5.0}), data)
     with pytest.raises(ConfigError, match="different config"):
         other.restore(tmp_path / "c.pt")
+
+
+def test_a_calibrated_sigma_judges_the_best_epoch_at_one_sigma():
+    from psvae.trainer import comparable_loss
+
+    # an early epoch (pixels known to sigma 0.05) and a late one that also reconstructs the
+    # small parts (sigma 0.025), with the same label error
+    early = {"pixel_sse": 0.0025 * 4096, "pixels": 4096.0, "label_sse": 0.026, "others": 3.0}
+    late = {"pixel_sse": 0.000625 * 4096, "pixels": 4096.0, "label_sse": 0.026, "others": 8.0}
+    alpha = 1000.0
+    # each at its own sigma the late epoch looks worse: its labels weigh four times as much
+    assert comparable_loss(late, 0.025, alpha) > comparable_loss(early, 0.05, alpha)
+    # at one sigma, either of theirs, the late epoch explains more
+    for sigma in (0.025, 0.05):
+        assert comparable_loss(late, sigma, alpha) < comparable_loss(early, sigma, alpha)
+    # at sigma_x = 1 the small parts are not worth their 5 nats of KL: the reference's collapse
+    assert comparable_loss(late, 1.0, alpha) > comparable_loss(early, 1.0, alpha)
+
+
+@pytest.mark.parametrize("sigma_x", ["auto", "auto-epoch"])
+def test_calibrated_sigma_x_is_recorded_per_epoch_and_for_the_fit(data, sigma_x):
+    trainer = Trainer(small_config(**{"train.epochs": 3, "loss.sigma_x": sigma_x}), data)
+    results = list(trainer.epochs())
+    sigmas = [r.sigma_x for r in results]
+    assert all(1 / 255 <= s < 1 for s in sigmas)
+    if sigma_x == "auto-epoch":  # each epoch's sigma is the root of the previous epoch's training MSE
+        for before, after in itertools.pairwise(results):
+            assert after.sigma_x == pytest.approx(math.sqrt(before.train["pixel_mse"]), rel=1e-6)
+    summary = trainer.finish()
+    m = summary.metrics
+    assert m["sigma_x"] == pytest.approx(sigmas[summary.best_epoch])
+    assert {"val_mu_var_u_0", "val_mu_var_u_1", "val_kl_u_per_dim_0", "val_kl_u_per_dim_1"} <= set(m)
+    assert {"n_active_u", "label_leakage_u", "val_mi_net", "val_tc_net", "val_dwkl_net"} <= set(m)
+    log_n = math.log(data.n_frames("val"))
+    assert m["val_mi_net"] == pytest.approx(m["val_mi"] - log_n)
+    assert m["val_dwkl_net"] == pytest.approx(m["val_dwkl"] + 2 * log_n)
+    assert all(isinstance(v, float) for v in m.values())  # flat scalars, as Tune reports them

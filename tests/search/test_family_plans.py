@@ -39,7 +39,7 @@ def _load(tmp_path: Path, raw: dict) -> SearchSpec:
         (
             "ps-vae",
             [
-                ("alpha", 4, "alpha_tolerance"),
+                ("alpha", 4, "alpha_label_band"),
                 ("beta", 4, "lowest_correlation"),
                 ("seeds", 3, "lowest_correlation"),
             ],
@@ -47,7 +47,7 @@ def _load(tmp_path: Path, raw: dict) -> SearchSpec:
         (
             "msps-vae",
             [
-                ("alpha", 4, "alpha_tolerance"),
+                ("alpha", 4, "alpha_label_band"),
                 ("beta_delta", 16, "session_correlation"),
                 ("seeds", 3, "session_correlation"),
             ],
@@ -268,7 +268,7 @@ def test_the_msps_demo_plan_is_the_classes_plan_on_three_sessions(tmp_path):
     spec = load_spec(write_inputs(tmp_path / "demo", "msps-vae", quick=True))
     assert len(spec.data) == 3 and spec.base_config().model.model_class == "msps-vae"
     assert [(s.name, len(s.trial_overrides()), s.rule) for s in spec.stages] == [
-        ("alpha", 4, "alpha_tolerance"),
+        ("alpha", 4, "alpha_label_band"),
         ("beta_delta", 16, "session_correlation"),
         ("seeds", 3, "session_correlation"),
     ]

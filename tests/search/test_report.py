@@ -139,7 +139,8 @@ def test_quick_demo_report_draws_every_section_in_chromium(demo_run: Path, brows
     page = inspect_page(browser, index, "report.png")
     assert page["sections"] == [[s, "done"] for s in SECTIONS]
     # the base frame and its reconstruction, traversal rows and their differences, movie panels
-    assert len(page["images"]) == 2 + 2 * 4 * 7 + 4
+    # (the limbs scene: 4 labels + 2 unsupervised latents)
+    assert len(page["images"]) == 2 + 2 * 6 * 7 + 6
     by_section = {f["section"] for f in page["figures"]}
     assert {"stage-alpha", "stage-beta", "stage-seeds", "curves", "labels"} <= by_section
     assert len([f for f in page["figures"] if f["section"] == "stage-alpha"]) == 2  # sweep, trade-off
@@ -148,9 +149,10 @@ def test_quick_demo_report_draws_every_section_in_chromium(demo_run: Path, brows
     assert browser.evaluate(INSPECT)["movie"] != page["movie"], "the traversal movie does not move"
 
     traversals = sections_of(index)["traversals"][1]
-    for name in ("z_s_x", "z_s_y", "z_u_0", "z_u_1"):
+    # the limbs scene: four labelled limb tips and two unsupervised latents
+    for name in ("z_s_left_x", "z_s_left_y", "z_s_right_x", "z_s_right_y", "z_u_0", "z_u_1"):
         assert f"<code>{name}</code>" in traversals
-    assert traversals.count('class="strip diff"') == 4
+    assert traversals.count('class="strip diff"') == 6
     gif = demo_run / "report" / report.MOVIE_GIF
     from PIL import Image
 
@@ -283,7 +285,8 @@ def test_a_failed_trial_is_listed_and_the_report_still_renders(
     record = manifest["stages"]["beta"]
     import pandas as pd
 
-    decision = selection.select("lowest_correlation", pd.DataFrame(rows)).to_dict()
+    params = record["decision"]["params"]  # the quick plan's, as the search applied them
+    decision = selection.select("lowest_correlation", pd.DataFrame(rows), **params).to_dict()
     assert decision["trial_id"] == record["decision"]["trial_id"]  # excluded, so nothing else changes
     record["decision"] = decision | {"checkpoint": record["decision"]["checkpoint"]}
     write_json_atomic(run_dir / "manifest.json", manifest)

@@ -18,8 +18,10 @@ from results_schema import (
     TRIALS_VERSION,
     describe,
     epochs_schema,
+    trial_columns_from_metrics,
     trials_schema,
 )
+from results_schema.tables import LATENT_COLUMNS
 from search.results import read_table, stages_written, write_stage
 
 README = Path(__file__).resolve().parents[2] / "results_schema" / "README.md"
@@ -95,7 +97,7 @@ def stage_keys(df: pd.DataFrame) -> list[tuple[str, str]]:
 def test_schema_metadata_and_descriptions(name: str, version: int) -> None:
     schema = SCHEMAS[name]()
     assert schema.metadata == {b"table": name.encode(), b"version": str(version).encode()}
-    assert version == {"trials": 3, "epochs": 2}[name]
+    assert version == {"trials": 4, "epochs": 3}[name]
     assert len(set(schema.names)) == len(schema.names)
     for field in schema:
         assert field.metadata and field.metadata[b"description"].strip(), field.name
@@ -186,7 +188,7 @@ def test_epochs_round_trip_sorted_by_stage_trial_epoch(tmp_path: Path) -> None:
     write_stage(tmp_path, "epochs", "seeds", [epoch_row("seeds", "a", 0)])
 
     assert pq.read_schema(path).equals(epochs_schema(), check_metadata=False)
-    assert pq.read_schema(path).metadata[b"version"] == b"2"
+    assert pq.read_schema(path).metadata[b"version"] == str(EPOCHS_VERSION).encode()
     df = read_table(tmp_path, "epochs")
     assert list(df.columns) == epochs_schema().names
     assert list(zip(df["stage"], df["trial_id"], df["epoch"], strict=True)) == [
@@ -396,3 +398,82 @@ def test_a_version_2_trials_file_reads_with_its_newer_columns_null(tmp_path: Pat
     with pytest.raises(ValueError, match="schema version 99"):
         read_table(tmp_path, "trials")
     assert pa is not None
+
+
+# -- version 4: the unsupervised latents' columns, and older files --------------------------
+
+
+def test_latent_columns_from_flat_metrics_round_trip(tmp_path: Path) -> None:
+    metrics = {
+        "val_loss": 1.0,
+        "sigma_x": 0.031,
+        "val_mu_var_u_1": 0.4,
+        "val_mu_var_u_0": 0.002,  # out of order: the list follows the index, not the dict
+        "val_kl_u_per_dim_0": 0.01,
+        "val_kl_u_per_dim_1": 1.3,
+        "n_active_u": 1.0,
+        "label_leakage_u": 0.03,
+        "val_mi_net": 0.5,
+        "val_tc_net": 0.1,
+        "val_dwkl_net": 0.2,
+    }
+    columns = trial_columns_from_metrics(metrics)
+    assert set(columns) == {name for name, *_ in LATENT_COLUMNS}
+    assert columns["val_mu_var_u"] == [0.002, 0.4] and columns["val_kl_u_per_dim"] == [0.01, 1.3]
+    assert columns["n_active_u"] == 1 and type(columns["n_active_u"]) is int
+    # a failed trial reports nothing: null lists and counts, NaN numbers
+    empty = trial_columns_from_metrics({})
+    assert empty["val_mu_var_u"] is None and empty["n_active_u"] is None and math.isnan(empty["sigma_x"])
+    write_stage(
+        tmp_path, "trials", "beta", [trial_row("beta", "t1", **columns), trial_row("beta", "t2", **empty)]
+    )
+    df = read_table(tmp_path, "trials").set_index("trial_id")
+    assert list(df.loc["t1", "val_mu_var_u"]) == [0.002, 0.4]
+    assert df.loc["t1", "n_active_u"] == 1 and df.loc["t1", "sigma_x"] == 0.031
+    assert df.loc["t2", "val_mu_var_u"] is None
+
+
+def _write_version_2(path: Path, name: str, rows: list[dict[str, Any]]) -> None:
+    """A file as version 2 wrote it: the schema without the columns of versions 3 and 4."""
+    import pyarrow as pa
+
+    new = {n for n, *_ in LATENT_COLUMNS} | {"reused_from", "note"} if name == "trials" else {"sigma_x"}
+    schema = SCHEMAS[name]()
+    fields = [f for f in schema if f.name not in new]
+    old = pa.schema(fields, metadata={"table": name, "version": "2"})
+    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k not in new} for r in rows], schema=old)
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+
+
+def test_version_2_files_are_read_with_the_new_columns_null(tmp_path: Path) -> None:
+    _write_version_2(
+        tmp_path / "trials" / "stage-alpha" / "part-0.parquet", "trials", [trial_row("alpha", "old")]
+    )
+    write_stage(tmp_path, "trials", "beta", [trial_row("beta", "new", sigma_x=0.03, n_active_u=2)])
+    read = read_table(tmp_path, "trials")
+    assert list(read.columns) == trials_schema().names
+    df = read.set_index("trial_id")
+    assert df.loc["old", "alpha"] == 50.0 and df.loc["new", "sigma_x"] == 0.03
+    assert math.isnan(df.loc["old", "sigma_x"]) and df.loc["old", "val_mu_var_u"] is None
+    assert pd.isna(df.loc["old", "n_active_u"])
+    _write_version_2(
+        tmp_path / "epochs" / "stage-alpha" / "part-0.parquet", "epochs", [epoch_row("alpha", "old", 0)]
+    )
+    epochs = read_table(tmp_path, "epochs")
+    assert math.isnan(epochs["sigma_x"].iloc[0]) and epochs["val_loss"].iloc[0] == 0.0 + EPOCH_METRICS.index(
+        "loss"
+    )
+
+
+@pytest.mark.parametrize("version", ["1", "5", None])
+def test_unknown_schema_versions_are_refused_in_one_line(tmp_path: Path, version: str | None) -> None:
+    import pyarrow as pa
+
+    path = tmp_path / "trials" / "stage-alpha" / "part-0.parquet"
+    path.parent.mkdir(parents=True)
+    metadata = {"table": "trials"} | ({"version": version} if version else {})
+    pq.write_table(pa.table({"run_id": ["r"]}).replace_schema_metadata(metadata), path)
+    with pytest.raises(ValueError, match=r"schema version") as err:
+        read_table(tmp_path, "trials")
+    assert "\n" not in str(err.value) and str(path) in str(err.value) and "reads 2, 3, 4" in str(err.value)

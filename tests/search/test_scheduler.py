@@ -59,7 +59,8 @@ def finish(
     """Tell the plan the trial completed, with the selection metrics given."""
     metrics = {
         "done": True, "fit_status": "completed", "epochs_run": 3, "best_epoch": 2, "label_names_json": "[]",
-        "val_pixel_mse": pixel, "val_label_mse": 0.1, "train_mean_abs_corr_u": corr, "time_total_s": 1.0,
+        "val_pixel_mse": pixel, "val_label_mse": 0.1, "val_label_r2": 0.9, "train_mean_abs_corr_u": corr,
+        "time_total_s": 1.0,
     }  # fmt: skip
     history = [{"epoch": e, "status": "running"} for e in range(3)]
     search.trial_ended(

@@ -56,12 +56,13 @@ def test_data_on_the_command_line_replaces_the_configs(tmp_path, synthetic_file)
 def test_cpu_is_the_demos_schedule_and_gpu_the_papers():
     cpu = load_spec_fit(CPU)
     assert demo.DEMO["fit"] == demo.shipped_config("cpu.yaml")["fit"]
-    assert (cpu.train.epochs, cpu.train.lr, cpu.loss.anneal_epochs) == (8, 1e-3, 2)
+    assert (cpu.train.epochs, cpu.train.lr, cpu.loss.anneal_epochs) == (24, 2e-3, 4)
+    assert cpu.model.channels == (16, 32, 64, 128, 256) and cpu.loss.sigma_x == "auto"
     assert load_spec_fit(GPU) == FitConfig()  # the paper's defaults, spelled out
     gpu = demo.shipped_config("gpu.yaml")["resources"]
     assert gpu["gpus_per_trial"] == 1 and demo.CPU["resources"]["gpus_per_trial"] == 0
     quick = FitConfig.from_mapping(demo.QUICK["fit"])
-    assert (quick.train.epochs, quick.loss.anneal_epochs, quick.train.lr) == (2, 1, 1e-3)
+    assert (quick.train.epochs, quick.loss.anneal_epochs, quick.train.lr) == (2, 1, 2e-3)
 
 
 def test_the_demo_writes_the_cpu_schedule_into_its_inputs(tmp_path):

@@ -13,14 +13,18 @@ import pytest
 
 from search.selection import (
     RULES,
+    CollapsedStage,
     Decision,
     SelectionError,
+    alpha_label_band,
     alpha_tolerance,
     alpha_utopia,
+    check_params,
     lowest_correlation,
     msp_tolerance,
     select,
     session_correlation,
+    sigma_leakage,
 )
 
 NAN = float("nan")
@@ -45,6 +49,11 @@ def trial(trial_id: str, **values: Any) -> dict[str, Any]:
         "session_chance": 0.5,
         # Carried along by the results table; no rule reads it.
         "val_label_r2": 0.9,
+        # What the unsupervised latents carry (results schema 4): both alive, no label in them.
+        "model_class": "ps-vae",
+        "val_mu_var_u": [1.0, 1.0],
+        "label_leakage_u": 0.0,
+        "sigma_x": 1.0,
     }
     unknown = set(values) - set(row)
     assert not unknown, f"typo in test table: {unknown}"
@@ -449,7 +458,10 @@ def test_lowest_correlation_choice(rows: tuple[dict[str, Any], ...], expected: s
     decision = lowest_correlation(frame(*rows))
     assert decision.trial_id == expected
     assert decision.rule == "lowest_correlation"
-    assert all(row["candidate"] for row in decision.table)
+    # the candidates are the near-ties: within corr_tolerance (0.05) of the lowest |r|
+    lowest = min(row["train_mean_abs_corr_u"] for row in rows)
+    near = [row["train_mean_abs_corr_u"] <= lowest + 0.05 + 1e-12 for row in rows]
+    assert [row["candidate"] for row in decision.table] == near
     assert ("tied with 1 other on |r|" in decision.explanation) is tie_note
 
 
@@ -462,6 +474,7 @@ def test_lowest_correlation_reports_seed_and_beta() -> None:
     assert decision.chosen == {"alpha": 1.0, "beta": 5.0, "n_unsupervised": 2, "seed_model": 7}
     assert decision.explanation.startswith("beta=5, seed_model=7 has the lowest mean |r|")
     assert "0.04, of 2 usable trials." in decision.explanation
+    assert decision.params == {"min_active_var": 0.01, "corr_tolerance": 0.05}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,10 +484,12 @@ def test_lowest_correlation_reports_seed_and_beta() -> None:
 def test_registry_names() -> None:
     assert list(RULES.items()) == [
         ("alpha_tolerance", alpha_tolerance),
+        ("alpha_label_band", alpha_label_band),
         ("alpha_utopia", alpha_utopia),
         ("lowest_correlation", lowest_correlation),
         ("session_correlation", session_correlation),
         ("msp_tolerance", msp_tolerance),
+        ("sigma_leakage", sigma_leakage),
     ]
 
 
@@ -489,8 +504,9 @@ def test_select_passes_params() -> None:
         pytest.param(
             "best",
             {},
-            r"^rule = 'best': unknown; known rules: alpha_tolerance, alpha_utopia, lowest_correlation, "
-            r"session_correlation, msp_tolerance$",
+            r"^rule = 'best': unknown; known rules: alpha_tolerance, alpha_label_band, alpha_utopia, "
+            r"lowest_correlation, "
+            r"session_correlation, msp_tolerance, sigma_leakage$",
             id="unknown-rule",
         ),
         pytest.param(
@@ -502,9 +518,7 @@ def test_select_passes_params() -> None:
         pytest.param(
             "alpha_utopia", {"tolerance": 0.1}, r"^tolerance = 0\.1: .*alpha_utopia", id="param-of-other-rule"
         ),
-        pytest.param(
-            "lowest_correlation", {"beta": 1.0}, r"^beta = 1\.0: .*no parameters", id="no-params-rule"
-        ),
+        pytest.param("alpha_utopia", {"beta": 1.0}, r"^beta = 1\.0: .*no parameters", id="no-params-rule"),
     ],
 )
 def test_select_rejects(rule: str, params: dict[str, Any], match: str) -> None:
@@ -686,7 +700,7 @@ def msps(
 def test_session_correlation(rows, tolerance, expected, fallback) -> None:
     decision = session_correlation(frame(*rows), tolerance=tolerance)
     assert decision.trial_id == expected
-    assert decision.params == {"tolerance": tolerance}
+    assert decision.params == {"tolerance": tolerance, "min_active_var": 0.01}
     assert ("none is within" in decision.explanation) == fallback
     chosen = entry(decision, expected)
     assert chosen["candidate"] is True and chosen["val_session_acc"] == pytest.approx(
@@ -724,3 +738,184 @@ def test_msp_tolerance_trades_pixel_for_label_error_over_msp_alpha() -> None:
     assert decision.trial_id == "t2" and decision.chosen["msp_alpha"] == 1.0
     assert "msp_alpha=1 has the lowest val label MSE 0.02" in decision.explanation
     assert msp_tolerance(frame(*rows), tolerance=1.0).trial_id == "t3"
+
+
+# ---------------------------------------------------------------------------------------------
+# Collapsed unsupervised latents, label leakage and sigma_x (docs/latents.md)
+
+
+def test_a_collapsed_trial_is_excluded_like_a_diverged_one() -> None:
+    # t1's |r| is the lowest because its first latent carries nothing: it must not win
+    table = frame(
+        trial("t1", beta=1.0, train_mean_abs_corr_u=0.01, val_mu_var_u=[0.003, 0.8]),
+        trial("t2", beta=5.0, train_mean_abs_corr_u=0.20),
+        trial("t3", beta=10.0, train_mean_abs_corr_u=0.40),
+    )
+    decision = lowest_correlation(table)
+    assert decision.trial_id == "t2"
+    assert entry(decision, "t1")["excluded"] == (
+        "collapsed: z_u dim 0 inactive (posterior-mean variance 0.003 < 0.01)"
+    )
+    assert entry(decision, "t1")["candidate"] is False
+    assert "1 of 3 trials excluded (see table)." in decision.explanation
+    # the threshold is the rule's parameter: at 0.001 the same latent counts as active
+    assert lowest_correlation(table, min_active_var=0.001).trial_id == "t1"
+
+
+@pytest.mark.parametrize("rule", ["lowest_correlation", "session_correlation", "sigma_leakage"])
+def test_a_stage_whose_trials_all_collapsed_says_so_in_one_line_with_the_remedy(rule: str) -> None:
+    table = frame(
+        trial("t1", val_mu_var_u=[0.002, 0.004]),
+        trial("t2", val_mu_var_u=[0.0, 0.5]),
+        trial("t3", status="diverged", error="non-finite loss at epoch 2"),
+    )
+    with pytest.raises(CollapsedStage) as caught:
+        select(rule, table)
+    message = str(caught.value)
+    assert isinstance(caught.value, SelectionError) and "\n" not in message
+    assert "the unsupervised latents collapsed in every one of the 2 finished trials" in message
+    assert "t1 z_u dims 0, 1 inactive (posterior-mean variance 0.002, 0.004 < 0.01)" in message
+    assert "t2 z_u dim 0 inactive (posterior-mean variance 0 < 0.01)" in message
+    assert message.endswith(
+        "remedy: a smaller loss.sigma_x (or loss.sigma_x: auto), more train.epochs, or fewer "
+        "model.n_unsupervised"
+    )
+
+
+def test_autoencoders_and_tables_without_activity_are_not_screened() -> None:
+    # a conditional autoencoder has no prior: its codes' variance says nothing about collapse
+    rows = (
+        trial("ae1", model_class="cond-ae", train_mean_abs_corr_u=0.05, val_mu_var_u=[1e-5, 1e-5]),
+        trial("ae2", model_class="cond-ae", train_mean_abs_corr_u=0.30),
+    )
+    assert lowest_correlation(frame(*rows)).trial_id == "ae1"
+    # results schemas 2 and 3 have no val_mu_var_u (nor leakage): the rule is the guide's, unscreened
+    old = frame(trial("t1", train_mean_abs_corr_u=0.05), trial("t2", train_mean_abs_corr_u=0.3))
+    old = old.drop(columns=["val_mu_var_u", "label_leakage_u", "sigma_x", "model_class"])
+    decision = lowest_correlation(old)
+    assert decision.trial_id == "t1" and all(row["excluded"] is None for row in decision.table)
+    # a trial whose activity is missing (null) is not screened either
+    assert lowest_correlation(frame(trial("t1", val_mu_var_u=None), trial("t2"))).trial_id == "t1"
+
+
+def test_label_leakage_breaks_a_near_tie_of_correlations() -> None:
+    table = frame(
+        trial("b1", beta=1.0, train_mean_abs_corr_u=0.05, label_leakage_u=0.40),
+        trial("b5", beta=5.0, train_mean_abs_corr_u=0.08, label_leakage_u=0.02),
+        trial("b10", beta=10.0, train_mean_abs_corr_u=0.09, label_leakage_u=NAN),
+        trial("b20", beta=20.0, train_mean_abs_corr_u=0.30, label_leakage_u=0.00),
+    )
+    decision = lowest_correlation(table)
+    # b20 leaks least but is far from the lowest |r|; b10's leakage is unknown, so it loses
+    assert decision.trial_id == "b5"
+    assert [row["candidate"] for row in decision.table] == [True, True, True, False]
+    assert decision.explanation == (
+        "3 of 4 usable trials have a mean |r| between unsupervised latents on training frames within "
+        "0.05 of the lowest (0.05, beta=1, seed_model=0); of those beta=5, seed_model=0 leaks the least "
+        "of the labels into them "
+        "(label leakage R^2 0.02, next 0.4), with mean |r| 0.08."
+    )
+    # no tolerance: the guide's rule
+    assert lowest_correlation(table, corr_tolerance=0).trial_id == "b1"
+
+
+def sigma_trial(trial_id: str, setting: Any, sigma: float, leakage: float, **values: Any) -> dict[str, Any]:
+    config = json.dumps({"loss.sigma_x": setting})
+    return {**trial(trial_id, sigma_x=sigma, label_leakage_u=leakage, **values), "config_json": config}
+
+
+def test_sigma_leakage_takes_the_largest_sigma_whose_latents_are_alive_and_label_free() -> None:
+    table = frame(
+        sigma_trial("s1", 1.0, 1.0, 0.5, val_mu_var_u=[0.004, 0.002]),  # collapsed
+        sigma_trial("s03", 0.3, 0.3, 0.45),  # alive, but what it keeps is the labels
+        sigma_trial("s01", 0.1, 0.1, 0.06),
+        sigma_trial("auto", "auto", 0.031, 0.02, val_pixel_mse=0.005),
+    )
+    decision = sigma_leakage(table)
+    assert decision.trial_id == "s01"
+    assert decision.chosen["sigma_x"] == 0.1
+    assert entry(decision, "s1")["excluded"].startswith("collapsed: z_u dims 0, 1 inactive")
+    assert [row["candidate"] for row in decision.table] == [False, False, True, True]
+    assert entry(decision, "auto")["sigma_x_setting"] == "auto"
+    assert "of those sigma_x=0.1 has the largest sigma_x" in decision.explanation
+    tight = sigma_leakage(table, tolerance=0.01)
+    assert tight.trial_id == "auto" and "sigma_x=auto (0.031)" in tight.explanation
+
+
+@pytest.mark.parametrize(
+    ("rule", "params", "message"),
+    [
+        pytest.param("lowest_correlation", {"min_active_var": 0}, "min_active_var = 0: must be a number > 0"),
+        pytest.param(
+            "lowest_correlation", {"min_active_var": -1.0}, "min_active_var = -1.0: must be a number > 0"
+        ),
+        pytest.param("sigma_leakage", {"min_active_var": NAN}, "min_active_var = nan: must be a number > 0"),
+        pytest.param(
+            "session_correlation", {"min_active_var": "0.01"}, "min_active_var = '0.01': must be a number > 0"
+        ),
+        pytest.param(
+            "lowest_correlation", {"corr_tolerance": -0.1}, "corr_tolerance = -0.1: must be a number >= 0"
+        ),
+    ],
+)
+def test_bad_rule_parameters_name_the_parameter_and_value(
+    rule: str, params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        check_params(rule, params)
+    assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:  # select checks them before it reads the table
+        select(rule, pd.DataFrame(), **params)
+    assert str(caught.value) == message
+
+
+# Every alpha reproduces the labels (R^2 0.991-0.997) and the pixel error moves by 1.5%: what a
+# stage looks like when the unsupervised latents carry parts of 1-3% of the frame.
+SMALL_SPREAD = (
+    trial("a50", alpha=50.0, val_pixel_mse=0.001830, val_label_r2=0.991, val_label_mse=0.009),
+    trial("a100", alpha=100.0, val_pixel_mse=0.001805, val_label_r2=0.994, val_label_mse=0.006),
+    trial("a500", alpha=500.0, val_pixel_mse=0.001821, val_label_r2=0.996, val_label_mse=0.004),
+    trial("a1000", alpha=1000.0, val_pixel_mse=0.001832, val_label_r2=0.997, val_label_mse=0.003),
+)
+
+
+def test_alpha_label_band_discriminates_when_the_pixel_spread_is_small() -> None:
+    # the pixel band holds every alpha, so the falling label error always picks the largest
+    assert alpha_tolerance(frame(*SMALL_SPREAD)).trial_id == "a1000"
+    decision = alpha_label_band(frame(*SMALL_SPREAD))
+    assert decision.trial_id == "a100"
+    assert decision.params == {"label_tolerance": 0.01}
+    assert [row["candidate"] for row in decision.table] == [True, True, True, True]
+    assert decision.explanation == (
+        "highest val label R^2 0.997 (alpha=1000); 4 of 4 usable trials within 0.01 of it; of those "
+        "alpha=100 has the lowest val pixel MSE 0.001805."
+    )
+    # a tighter band leaves out the alphas whose labels are measurably worse
+    tight = alpha_label_band(frame(*SMALL_SPREAD), label_tolerance=0.002)
+    assert tight.trial_id == "a500" and [row["candidate"] for row in tight.table] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_alpha_label_band_never_takes_an_alpha_that_lost_the_labels() -> None:
+    lost = trial("a10", alpha=10.0, val_pixel_mse=0.0012, val_label_r2=0.40, val_label_mse=0.6)
+    decision = alpha_label_band(frame(lost, *SMALL_SPREAD))
+    assert decision.trial_id == "a100" and entry(decision, "a10")["candidate"] is False
+    tie = frame(trial("x", alpha=50.0, val_label_r2=0.99), trial("y", alpha=500.0, val_label_r2=0.99))
+    assert "(tied with 1 other on val pixel MSE; the larger alpha wins)" in alpha_label_band(tie).explanation
+    with pytest.raises(ValueError, match=r"^label_tolerance = -0\.1: must be a number >= 0$"):
+        select("alpha_label_band", frame(*SMALL_SPREAD), label_tolerance=-0.1)
+
+
+def test_a_lowered_threshold_still_says_when_the_chosen_latents_barely_vary() -> None:
+    table = frame(trial("t1", val_mu_var_u=[0.0004, 0.3]), trial("t2", train_mean_abs_corr_u=0.5))
+    decision = lowest_correlation(table, min_active_var=1e-9)
+    assert decision.trial_id == "t1"
+    assert decision.explanation.endswith(
+        " Its unsupervised latents barely vary (dim 0 inactive (posterior-mean variance 0.0004 < 0.01) "
+        "by the usual threshold): its |r| means little."
+    )
+    assert "barely" not in lowest_correlation(frame(trial("t1"), trial("t2"))).explanation

@@ -24,7 +24,7 @@ def _spec(tmp_path: Path, data: object, **extra: object) -> Path:
 def test_defaults_are_the_guides_stages(tmp_path, synthetic_file):
     spec = load_spec(_spec(tmp_path, [str(synthetic_file)]))
     assert [(s.name, s.key, s.values, s.rule) for s in spec.stages] == [
-        ("alpha", "loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_tolerance"),
+        ("alpha", "loss.alpha", (50.0, 100.0, 500.0, 1000.0), "alpha_label_band"),
         ("beta", "loss.beta", (1.0, 5.0, 10.0, 20.0), "lowest_correlation"),
         ("seeds", "train.seed_model", (0, 1, 2), "lowest_correlation"),
     ]
@@ -70,6 +70,26 @@ BAD = {
     ),
     "bad fit key": ({"fit": {"loss.alpah": 3}}, r"unknown key 'loss\.alpah'"),
     "bad rule": ({"stages": [{"name": "beta", "rule": "best"}]}, r"rule = 'best': unknown rule"),
+    "activity threshold zero": (
+        {"stages": [{"name": "beta", "rule_params": {"min_active_var": 0}}]},
+        r"stages\[0\]\.rule_params\.min_active_var = 0: must be a number > 0",
+    ),
+    "activity threshold negative": (
+        {"stages": [{"name": "seeds", "rule_params": {"min_active_var": -0.01}}]},
+        r"stages\[0\]\.rule_params\.min_active_var = -0\.01: must be a number > 0",
+    ),
+    "unknown rule parameter": (
+        {"stages": [{"name": "beta", "rule_params": {"threshold": 0.1}}]},
+        r"rule_params\.threshold: not a parameter of rule lowest_correlation",
+    ),
+    "bad sigma_x value": (
+        {"stages": [{"name": "sigma_x", "values": ["auto", "sharp"]}]},
+        r"stages\[0\]\.values\[1\] = 'sharp': expected a number > 0 or one of auto, auto-epoch",
+    ),
+    "zero sigma_x value": (
+        {"stages": [{"name": "sigma_x", "values": [0, 1]}]},
+        r"stages\[0\]\.values\[0\] = 0: sigma_x must be greater than 0",
+    ),
     "gpu fraction": (
         {"resources": {"gpus_per_trial": 0.3}},
         r"gpus_per_trial = 0\.3: a fraction must divide 1",
@@ -106,3 +126,18 @@ def test_export_refuses_an_unfinished_run_and_an_existing_directory(tmp_path, ca
     run.mkdir()
     assert main(["export", str(run), "--out", str(tmp_path / "e")]) == 2
     assert "not a search run directory" in capsys.readouterr().err
+
+
+def test_a_sigma_x_stage_ahead_of_alpha_carries_its_words_and_numbers(tmp_path, synthetic_file):
+    stages = [
+        {"name": "sigma_x", "values": ["auto", 0.1, 1]},
+        "alpha",
+        {"name": "beta", "rule_params": {"min_active_var": 0.05}},
+    ]
+    spec = load_spec(_spec(tmp_path, [str(synthetic_file)], stages=stages))
+    sigma, alpha, beta = spec.stages
+    assert alpha.name == "alpha"
+    assert (sigma.key, sigma.values, sigma.rule) == ("loss.sigma_x", ("auto", 0.1, 1.0), "sigma_leakage")
+    assert [o["loss.sigma_x"] for o in sigma.trial_overrides()] == ["auto", 0.1, 1.0]
+    assert beta.rule_params == {"min_active_var": 0.05}
+    assert load_spec(_spec(tmp_path, [str(synthetic_file)])).stages[0].name == "alpha"  # optional

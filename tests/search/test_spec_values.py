@@ -54,11 +54,11 @@ BAD = {
         r"loss\.sigma_x = nan: must be a finite number",
     ),
     "nan tolerance": (
-        "stages: [{name: alpha, rule_params: {tolerance: .nan}}]\n",
-        r"stages\[0\]\.rule_params\.tolerance = nan: expected a number",
+        "stages: [{name: alpha, rule: alpha_tolerance, rule_params: {tolerance: .nan}}]\n",
+        r"stages\[0\]\.rule_params\.tolerance = nan: must be a number >= 0",
     ),
     "unknown rule parameter": (
-        "stages: [{name: alpha, rule_params: {tolerence: 0.1}}]\n",
+        "stages: [{name: alpha, rule: alpha_tolerance, rule_params: {tolerence: 0.1}}]\n",
         r"rule_params\.tolerence: not a parameter of rule alpha_tolerance \(it takes: tolerance\)",
     ),
     "infinite optuna bound": (
