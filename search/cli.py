@@ -549,6 +549,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("psvae: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno is None:  # not the operating system's answer: a fault of the program
+            raise
+        print(f"psvae: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(err: OSError) -> str:
+    """A fault of the machine (a full disk, a missing permission, an I/O error) in one line:
+    the file, what the system said, what to do."""
+    from search.storage import disk_full
+
+    where = f"{err.filename}: " if err.filename else ""
+    what = " ".join(str(err.strerror or err).split())
+    if disk_full(err):
+        return f"{where}{what}; free space there and run the command again"
+    return f"{where}{what}"
 
 
 if __name__ == "__main__":

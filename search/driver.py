@@ -15,6 +15,7 @@ in by the caller; the driver imports neither.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,19 +26,31 @@ from typing import Any
 from psvae.errors import UserError
 from psvae.family import FAMILY
 from search.rundir import (
+    DONE,
     EXPERIMENT,
     HISTORY,
     INPUTS,
     LOCK,
     LOG,
+    DriverLock,
     Manifest,
     RunDir,
+    check_results,
     check_run_id,
+    check_tune_state,
     now,
 )
 from search.scheduler import FINISHED, Observer, StagedSearch, TrialOutcome, fixed_records, trial_base
 from search.spec import SearchSpec
-from search.storage import REMOTE_FILE, Storage, check_shared_storage
+from search.storage import (
+    REMOTE_FILE,
+    Storage,
+    check_shared_storage,
+    disk_full,
+    free_bytes,
+    is_uri,
+    tune_filesystem,
+)
 
 LOOPBACK = "127.0.0.1"
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -50,6 +63,20 @@ class SearchError(Exception):
 
 class Interrupted(Exception):
     """The experiment ended with the plan unfinished (e.g. after Ctrl-C); resume continues it."""
+
+
+class StorageFull(UserError):
+    """The run's storage (or the disk of a file the driver writes) is full: the search stops,
+    with everything written so far intact, and resumes once there is space again."""
+
+
+class _DiskFull(Exception):
+    """Raised inside Tune's loop (a trial's worker could not write its checkpoint) to end the
+    experiment at once, before Tune retries the trial into failure."""
+
+    def __init__(self, trial_id: str, error: str) -> None:
+        super().__init__(error)
+        self.trial_id = trial_id
 
 
 def start_ray(address: str | None) -> str | None:
@@ -95,18 +122,33 @@ def _protect_token() -> None:
 
 
 # -- the run directory ------------------------------------------------------------------------
-def open_run(spec: SearchSpec, storage: Storage, run_id: str) -> RunDir:
-    """The run directory of ``run_id`` in ``storage``, its driver files fetched (object store)."""
-    storage.pull(check_run_id(run_id))
-    local = storage.local / run_id
+def open_run(spec: SearchSpec, storage: Storage, run_id: str) -> tuple[RunDir, DriverLock]:
+    """The run directory of ``run_id`` in ``storage`` with its driver lock held, its driver
+    files fetched (object store). The lock is taken before anything of the run is touched: a
+    second driver is refused before it could replace the first one's files."""
+    local = storage.local / check_run_id(run_id)
     run = RunDir(local, storage.run_location(run_id), run_id, storage if storage.remote else None)
+    if not storage.remote:
+        _refuse_foreign(run)
+    run.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = run.lock()
+    try:
+        storage.pull(run_id)
+        _refuse_foreign(run)
+        local.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
+
+
+def _refuse_foreign(run: RunDir) -> None:
+    local = run.local
     if not run.manifest_path.is_file() and local.exists():
         ours = (INPUTS, LOCK, REMOTE_FILE)  # what a run folder may hold before its manifest
         foreign = not local.is_dir() or any(p.name not in ours for p in local.iterdir())
         if foreign:
             raise UserError(f"{run.location}: exists and is not a search run; choose another --run-id")
-    local.mkdir(parents=True, exist_ok=True)
-    return run
 
 
 def check_or_create(run: RunDir, spec: SearchSpec) -> Manifest:
@@ -158,6 +200,7 @@ class RunLog:
 
 # -- Tune -------------------------------------------------------------------------------------
 _ENGINE: StagedSearch | None = None
+_FULL: _DiskFull | None = None  # why a callback ended the experiment, if a trial hit a full disk
 """The plan this process runs. Tune pickles its searcher and callbacks into the experiment
 (``tuner.pkl``) and restores those copies on resume: they hold no state and find the live plan
 here."""
@@ -210,10 +253,36 @@ def _tune_classes() -> tuple[type, type]:
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             _live().trial_ended(_outcome(trial))
 
+        def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            _stop_if_disk_full(trial)
+
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            _stop_if_disk_full(trial)  # the trial is not failed: it resumes once there is space
             _live().trial_ended(_outcome(trial, failed=True))
 
     return StagedSearcher, Events
+
+
+def _trial_error(trial: Any) -> str:
+    """The text of a trial's latest failure: Tune writes it beside the driver first (the copy on
+    the storage follows with its next sync, and may never arrive on a full disk)."""
+    local = getattr(trial, "error_file", None)
+    try:
+        if local and Path(local).is_file():
+            return Path(local).read_text(errors="replace")
+        return str(trial.get_error() or "")
+    except Exception:  # Tune could not read the error back
+        return ""
+
+
+def _stop_if_disk_full(trial: Any) -> None:
+    """A trial whose worker failed on a full disk ends the experiment, before Tune retries it
+    into a failure and the stage is decided without it."""
+    global _FULL
+    error = _trial_error(trial).rsplit("Failure # ", 1)[-1]  # the latest of the trial's failures
+    if disk_full(error):
+        _FULL = _DiskFull(trial.trial_id, error)
+        raise _FULL  # Tune wraps it in a TuneError on its way out of fit()
 
 
 def _outcome(trial: Any, failed: bool | None = None) -> TrialOutcome:
@@ -264,8 +333,20 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
         tune.with_parameters(train_psvae, data=arrays),  # the dataset goes into the object store once
         _resources,
     )
-    if tune.Tuner.can_restore(run.experiment):
-        return tune.Tuner.restore(run.experiment, trainable=trainable, resume_errored=True)
+    fs = tune_filesystem(run.location)
+    if tune.Tuner.can_restore(run.experiment, storage_filesystem=fs):
+        check_tune_state(run)  # a damaged state file is one line, before Tune unpickles it
+        _retarget_new_trials(run, fs)
+        try:
+            return tune.Tuner.restore(
+                run.experiment, trainable=trainable, resume_errored=True, storage_filesystem=fs
+            )
+        except Exception as err:  # Tune raises many kinds for state it cannot read
+            reason = " ".join(str(err).split())[:300]
+            raise UserError(
+                f"{run.experiment}: Tune cannot restore the run's experiment ({type(err).__name__}: "
+                f"{reason}); restore the folder from a copy, or start a new run (another --run-id)"
+            ) from None
     return tune.Tuner(
         trainable,
         param_space={
@@ -286,12 +367,79 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
         run_config=tune.RunConfig(
             name=EXPERIMENT,
             storage_path=run.location,
+            storage_filesystem=fs,  # a local storage: every file whole or not at all
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[events_class()],
             verbose=0,
         ),
     )
+
+
+class _RunLogHandler(logging.Handler):
+    """Tune's and Ray Train's log records (a failed trial's traceback, a failed sync) go to the
+    run's ``search.log``, not to the terminal; a write that fails (a full disk) is dropped."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.INFO)
+        self.path = path
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            with open(self.path, "a") as f:
+                f.write(self.format(record) + "\n")
+        except Exception:
+            pass
+
+
+@contextmanager
+def _tune_logs_to(path: Path) -> Iterator[None]:
+    handler = _RunLogHandler(path)
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
+    saved = [(lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, (propagate, level) in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+            lg.setLevel(level)
+
+
+def _retarget_new_trials(run: RunDir, fs: Any) -> None:
+    """Tune (2.60) restores a moved experiment's trials at its new place but gives the trials it
+    creates afterwards the place recorded when the experiment began, kept in its search
+    generator's state: there the next stage's trials would fail to write their checkpoints (or
+    write them into the old folder). Point that record at the run's folder as it is now, as Tune
+    does for the restored trials (storage path, file system, experiment name)."""
+    if is_uri(run.location):
+        return  # a moved bucket path is not followed (the run's URI names its place)
+    import ray.cloudpickle as cloudpickle
+
+    for path in sorted((run.local / EXPERIMENT).glob("search_gen_state-*.json")):
+        state = cloudpickle.loads(path.read_bytes())
+        storage = getattr(state.get("experiment"), "storage", None) if isinstance(state, dict) else None
+        if storage is None:
+            continue
+        now_at = (run.location, EXPERIMENT, getattr(fs, "type_name", None))
+        was_at = (storage.storage_fs_path, storage.experiment_dir_name, storage.storage_filesystem.type_name)
+        if was_at == now_at:
+            continue
+        storage.storage_fs_path, storage.experiment_dir_name = run.location, EXPERIMENT
+        if fs is not None:
+            storage.storage_filesystem = fs
+            if getattr(storage, "syncer", None) is not None:
+                storage.syncer.storage_filesystem = fs
+        stat = path.stat()
+        tmp = path.with_name(f".{path.name}.psvae-tmp")
+        tmp.write_bytes(cloudpickle.dumps(state))
+        os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.replace(tmp, path)
 
 
 @contextmanager
@@ -333,23 +481,24 @@ def run_search(
 ) -> RunDir:
     """Run or resume the staged search; returns its run directory. ``observers``: factories of
     what watches the run (given its directory)."""
-    global _ENGINE
+    global _ENGINE, _FULL
     import ray
 
     from psvae.data import load_data
 
-    run = open_run(spec, storage, run_id)
-    lock = run.lock()
+    run, lock = open_run(spec, storage, run_id)
     try:
         manifest = check_or_create(run, spec)
         log = RunLog(run, show)
         log(f"run directory: {run.location}")
-        if manifest.status == "done":
+        if manifest.status == DONE:
             for name, record in manifest.stages.items():
-                if record.status == "done":
+                if record.status == DONE:
                     log(f"stage {name}: done earlier, chose {record.fixes}")
             log("the search is done already: nothing to run")
             return run
+        for moved in check_results(run, manifest):
+            log(f"{moved}: damaged; set aside, the running stage's rows are rebuilt from its trials")
         watchers = [make(run) for make in observers]
         if not ray.is_initialized():
             dashboard = start_ray(address)
@@ -357,7 +506,8 @@ def run_search(
                 log(f"Ray dashboard: {dashboard}")
                 manifest = manifest.replace(dashboard=dashboard)
         _protect_token()
-        check_shared_storage(storage.root, sum(1 for node in ray.nodes() if node["Alive"]))
+        if address is not None:  # a cluster: every node must see the run directory as we do
+            check_shared_storage(storage, run.local)
         manifest = fixed_records(spec, manifest)
         run.write(manifest)
         base = spec.base_config()
@@ -368,12 +518,16 @@ def run_search(
             per_session=FAMILY[base.model.model_class].background,
         )
         engine = StagedSearch(spec, run, manifest, log, watchers, slots=_slots(spec))
-        with _quiet_tune():
+        with _quiet_tune(), _tune_logs_to(run.local / LOG):
             tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance)
-            _ENGINE = engine
+            _ENGINE, _FULL = engine, None
             started = time.perf_counter()
             try:
                 tuner.fit()
+            except Exception:
+                if _FULL is not None:
+                    raise _FULL from None
+                raise
             finally:
                 _ENGINE = None
                 for watcher in watchers:
@@ -386,8 +540,32 @@ def run_search(
                 f"the search stopped after {time.perf_counter() - started:.0f} s with its plan unfinished"
             )
         return run
+    except _DiskFull as err:
+        where = f"{run.experiment} (trial {err.trial_id} could not write its checkpoint)"
+        raise StorageFull(_full_message(where, run)) from None
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        raise StorageFull(_full_message(err.filename or run.location, run)) from None
     finally:
         lock.release()
+
+
+def _full_message(where: str, run: RunDir) -> str:
+    free = free_bytes(run.local)
+    room = "" if free is None else f", {_size(free)} free"
+    return (
+        f"{where}: no space left on device{room}; the search stopped with everything written so "
+        f"far intact: free space there, then continue with: psvae resume {run.location}"
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
 
 
 def resume_spec(run: RunDir) -> SearchSpec:
