@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +46,7 @@ from search.scheduler import FINISHED, Observer, StagedSearch, TrialOutcome, fix
 from search.spec import SearchSpec
 from search.storage import (
     REMOTE_FILE,
+    Reserve,
     Storage,
     check_shared_storage,
     disk_full,
@@ -71,12 +74,12 @@ class StorageFull(UserError):
 
 
 class _DiskFull(Exception):
-    """Raised inside Tune's loop (a trial's worker could not write its checkpoint) to end the
-    experiment at once, before Tune retries the trial into failure."""
+    """Inside Tune's loop a write failed on a full disk (a trial's checkpoint, the plan's own
+    files): the experiment ends as on Ctrl-C, before Tune retries a trial into a failure."""
 
-    def __init__(self, trial_id: str, error: str) -> None:
-        super().__init__(error)
-        self.trial_id = trial_id
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
 
 
 def start_ray(address: str | None) -> str | None:
@@ -200,10 +203,11 @@ class RunLog:
 
 # -- Tune -------------------------------------------------------------------------------------
 _ENGINE: StagedSearch | None = None
-_FULL: _DiskFull | None = None  # why a callback ended the experiment, if a trial hit a full disk
 """The plan this process runs. Tune pickles its searcher and callbacks into the experiment
 (``tuner.pkl``) and restores those copies on resume: they hold no state and find the live plan
 here."""
+_FULL: _DiskFull | None = None  # why the experiment was ended, if a write met a full disk
+_RESERVE: Reserve | None = None  # room kept for Tune's last save after a full disk
 
 
 def _live() -> StagedSearch:
@@ -220,8 +224,12 @@ def _tune_classes() -> tuple[type, type]:
         """Tune's searcher: the plan's next trial, ``None`` while a stage waits, FINISHED."""
 
         def suggest(self, trial_id: str) -> Any:
-            suggestion = _live().suggest(trial_id)
-            return Searcher.FINISHED if suggestion == FINISHED else suggestion
+            if _FULL is not None:
+                return None  # the experiment is ending: nothing new
+            with _on_full_disk():
+                suggestion = _live().suggest(trial_id)
+                return Searcher.FINISHED if suggestion == FINISHED else suggestion
+            return None
 
         def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
             pass  # the callbacks below read ended trials whole (their checkpoints included)
@@ -241,9 +249,10 @@ def _tune_classes() -> tuple[type, type]:
             if not getattr(engine, "restored", False):
                 engine.restored = True  # type: ignore[attr-defined]
                 ended = ("TERMINATED", "ERROR")
-                engine.restore(
-                    [(t.trial_id, t.config, _outcome(t) if t.status in ended else None) for t in trials]
-                )
+                with _on_full_disk():
+                    engine.restore(
+                        [(t.trial_id, t.config, _outcome(t) if t.status in ended else None) for t in trials]
+                    )
 
         def on_trial_result(
             self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
@@ -251,14 +260,17 @@ def _tune_classes() -> tuple[type, type]:
             _live().trial_result(trial.trial_id, result)
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            _live().trial_ended(_outcome(trial))
+            with _on_full_disk():  # a row not written now is written from Tune's trial on resume
+                _live().trial_ended(_outcome(trial))
 
         def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             _stop_if_disk_full(trial)
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            _stop_if_disk_full(trial)  # the trial is not failed: it resumes once there is space
-            _live().trial_ended(_outcome(trial, failed=True))
+            if _stop_if_disk_full(trial):
+                return  # not a failed trial: Tune restores it (resume_errored) once there is space
+            with _on_full_disk():
+                _live().trial_ended(_outcome(trial, failed=True))
 
     return StagedSearcher, Events
 
@@ -275,14 +287,43 @@ def _trial_error(trial: Any) -> str:
         return ""
 
 
-def _stop_if_disk_full(trial: Any) -> None:
+def _stop_if_disk_full(trial: Any) -> bool:
     """A trial whose worker failed on a full disk ends the experiment, before Tune retries it
-    into a failure and the stage is decided without it."""
-    global _FULL
+    into a failure and the stage is decided without it. True if it did."""
     error = _trial_error(trial).rsplit("Failure # ", 1)[-1]  # the latest of the trial's failures
-    if disk_full(error):
-        _FULL = _DiskFull(trial.trial_id, error)
-        raise _FULL  # Tune wraps it in a TuneError on its way out of fit()
+    if not disk_full(error):
+        return False
+    _stop_for_full_disk(f"{_live().run.experiment} (trial {trial.trial_id} could not write its checkpoint)")
+    return True
+
+
+@contextmanager
+def _on_full_disk() -> Iterator[None]:
+    """The plan's own writes inside Tune's loop: a full disk ends the experiment (the write is
+    atomic: the file as it was stays)."""
+    try:
+        yield
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        _stop_for_full_disk(str(err.filename or _live().run.location))
+
+
+def _stop_for_full_disk(where: str) -> None:
+    """End Tune's loop as Ctrl-C does: Tune stops its trials and saves its experiment state one
+    last time, into the room the reserve leaves when it goes; the driver then says what happened
+    in one line. Where Tune has no handler to end its loop, the error ends it."""
+    global _FULL
+    if _FULL is not None:
+        return
+    _FULL = _DiskFull(where)
+    if _RESERVE is not None:
+        _RESERVE.release()
+    tune_handler = signal.getsignal(signal.SIGUSR1)  # Tune ends its loop on SIGUSR1 as on SIGINT
+    if callable(tune_handler) and threading.current_thread() is threading.main_thread():
+        signal.raise_signal(signal.SIGUSR1)
+    else:
+        raise _FULL
 
 
 def _outcome(trial: Any, failed: bool | None = None) -> TrialOutcome:
@@ -335,7 +376,6 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
     )
     fs = tune_filesystem(run.location)
     if tune.Tuner.can_restore(run.experiment, storage_filesystem=fs):
-        check_tune_state(run)  # a damaged state file is one line, before Tune unpickles it
         _retarget_new_trials(run, fs)
         try:
             return tune.Tuner.restore(
@@ -442,6 +482,60 @@ def _retarget_new_trials(run: RunDir, fs: Any) -> None:
         os.replace(tmp, path)
 
 
+def _repoint_lost_checkpoints(run: RunDir) -> list[str]:
+    """A driver killed between Tune deleting a trial's older checkpoint (it keeps one) and its
+    next save of the experiment state leaves that state naming the deleted checkpoint, and Tune
+    (2.60) then fails the trial for good ("does not exist on storage anymore"). Before Tune
+    restores, point such a trial at its newest checkpoint that is there, or, if none is, at
+    none (the trial runs again from epoch 0). Returns what was done, for the log."""
+    if is_uri(run.location):
+        return []
+    states = sorted((run.local / EXPERIMENT).glob("experiment_state-*.json"))
+    if not states:
+        return []
+    from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
+
+    path = states[-1]  # the one Tune restores from
+    data = json.loads(path.read_text())
+    notes = []
+    for entry in data.get("trial_data", []):
+        metadata = _loads_with_cloudpickle(entry[1])
+        manager = metadata.get("checkpoint_manager")
+        latest = getattr(manager, "_latest_checkpoint_result", None)
+        if latest is None or latest.checkpoint is None:
+            continue
+        recorded = str(latest.checkpoint.path).rstrip("/")
+        trial_dir, name = recorded.rsplit("/", 2)[-2:]
+        folder = run.local / EXPERIMENT / trial_dir  # where it is now (the run may have moved)
+        if (folder / name).exists():
+            continue
+        there = sorted(p.name for p in folder.glob("checkpoint_*") if p.is_dir())
+        if there:
+            kind = type(latest.checkpoint)
+            latest.checkpoint = kind(
+                f"{recorded.rsplit('/', 1)[0]}/{there[-1]}", latest.checkpoint.filesystem
+            )
+            notes.append(
+                f"trial {trial_dir}: Tune's state named {name}, which is gone; it goes on from {there[-1]}"
+            )
+        else:
+            manager._latest_checkpoint_result = None
+            notes.append(
+                f"trial {trial_dir}: Tune's state named {name}, which is gone; it runs again from epoch 0"
+            )
+        kept = [
+            r for r in manager._checkpoint_results if (folder / r.checkpoint.path.rsplit("/", 1)[-1]).exists()
+        ]
+        manager._checkpoint_results = kept + ([latest] if there and latest not in kept else [])
+        metadata.pop("_cached_json", None)
+        entry[1] = json.dumps(metadata, indent=2, cls=TuneFunctionEncoder)
+    if notes:
+        tmp = path.with_name(f".{path.name}.psvae-tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    return notes
+
+
 @contextmanager
 def _quiet_tune() -> Iterator[None]:
     # Tune's console output is replaced by the observers; the selection statistics arrive
@@ -481,7 +575,7 @@ def run_search(
 ) -> RunDir:
     """Run or resume the staged search; returns its run directory. ``observers``: factories of
     what watches the run (given its directory)."""
-    global _ENGINE, _FULL
+    global _ENGINE, _FULL, _RESERVE
     import ray
 
     from psvae.data import load_data
@@ -499,6 +593,9 @@ def run_search(
             return run
         for moved in check_results(run, manifest):
             log(f"{moved}: damaged; set aside, the running stage's rows are rebuilt from its trials")
+        if not storage.remote:  # a full disk there must leave room for Tune's last save
+            _RESERVE = Reserve(run.local)
+            _RESERVE.take()
         watchers = [make(run) for make in observers]
         if not ray.is_initialized():
             dashboard = start_ray(address)
@@ -518,6 +615,9 @@ def run_search(
             per_session=FAMILY[base.model.model_class].background,
         )
         engine = StagedSearch(spec, run, manifest, log, watchers, slots=_slots(spec))
+        check_tune_state(run)  # a damaged state file is one line, before anything reads it
+        for note in _repoint_lost_checkpoints(run):
+            log(note)
         with _quiet_tune(), _tune_logs_to(run.local / LOG):
             tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance)
             _ENGINE, _FULL = engine, None
@@ -533,6 +633,8 @@ def run_search(
                 for watcher in watchers:
                     watcher.close()
                 run.push(LOG)
+        if _FULL is not None:
+            raise _FULL
         if engine.failed is not None:
             raise SearchError(engine.failed)
         if not engine.done:
@@ -541,13 +643,15 @@ def run_search(
             )
         return run
     except _DiskFull as err:
-        where = f"{run.experiment} (trial {err.trial_id} could not write its checkpoint)"
-        raise StorageFull(_full_message(where, run)) from None
+        raise StorageFull(_full_message(err.where, run)) from None
     except OSError as err:
         if not disk_full(err):
             raise
         raise StorageFull(_full_message(err.filename or run.location, run)) from None
     finally:
+        if _RESERVE is not None:
+            _RESERVE.release()
+            _RESERVE = None
         lock.release()
 
 

@@ -10,6 +10,8 @@ through this module, and only the driver adds Tune to it.
       optuna.journal    the Optuna studies of the optuna stages
       inputs/           the demo's built-in data and config
       export/           the selected model (``psvae export`` / the demo)
+      .driver.lock      held (flock) by the one driver running the run; the kernel drops it
+      .psvae-reserve    room kept while a driver runs, given back when the disk fills up
 
 A run is its folder: the manifest holds no absolute path of the run, so a moved or renamed
 folder is still the run. Checkpoints are recorded relative to the run (``tune/<trial>/
@@ -531,7 +533,7 @@ def damaged_results(results_dir: Path, table: str) -> list[tuple[Path, str]]:
 def check_results(run: RunDir, manifest: Manifest) -> list[Path]:
     """Before a driver builds on the results: a damaged file of a decided stage is a UserError
     (its rows cannot be made again); one of a stage still running is set aside (renamed
-    ``part-0.parquet.damaged-<time>``, never deleted), since the plan rewrites that stage's
+    ``.part-0.parquet.damaged-<time>``, never deleted), since the plan rewrites that stage's
     files from its trials. Returns the files set aside."""
     from search import results
 
@@ -545,7 +547,8 @@ def check_results(run: RunDir, manifest: Manifest) -> list[Path]:
                     f"{path}: damaged ({reason}); the {stage} stage is decided and its rows cannot be "
                     "made again: restore the file from a copy, or start a new run (another --run-id)"
                 )
-            aside = path.with_name(f"{path.name}.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
+            # hidden: Parquet readers (pandas.read_parquet of the folder) pass over dot files
+            aside = path.with_name(f".{path.name}.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
             os.replace(path, aside)
             moved.append(aside)
     return moved

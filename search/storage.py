@@ -36,7 +36,7 @@ RUN_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_RUN_ID - 1}}}")
 """A run id: letters, digits, '_', '.', '-', starting with a letter or digit, at most 128 long.
 This excludes '/', '..', absolute paths, empty names and control characters by construction."""
 # what the driver writes itself, relative to a run directory; Tune's experiments are not here
-DRIVER_FILES = ("manifest.json", "results", "optuna.journal")
+DRIVER_FILES = ("manifest.json", "results", "optuna.journal", "search.log")  # each driver adds to the log
 REMOTE_FILE = ".remote"  # in a mirror of a run on an object store: the run's URI
 
 
@@ -210,6 +210,46 @@ def free_bytes(path: str | Path) -> int | None:
         return None
 
 
+class Reserve:
+    """Room kept on a local storage while a driver runs: a file of ours (``.psvae-reserve`` in
+    the run directory), given back when a write meets a full disk, so that Tune's last save of
+    its experiment state and the driver's own files still fit. Taken again by the next driver;
+    removed when the driver ends."""
+
+    NAME = ".psvae-reserve"
+    SIZE = 16 << 20
+
+    def __init__(self, folder: Path, size: int = SIZE) -> None:
+        self.path = folder / self.NAME
+        self.size = size
+
+    def take(self) -> None:
+        """Allocate the room (OSError, e.g. a disk full already, if it cannot be had)."""
+        if self.path.is_file() and self.path.stat().st_size >= self.size:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            except OSError as err:
+                if err.errno in DISK_FULL:
+                    raise
+                chunk = b"\0" * (1 << 20)  # a file system without fallocate (some NFS servers)
+                for _ in range(self.size // len(chunk)):
+                    os.write(fd, chunk)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
+        os.close(fd)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
 # -- Tune's writes on a local storage ---------------------------------------------------------
 class _AtomicFile:
     """A file written beside its place (``.<name>.psvae-tmp-...``) and renamed into it on a clean
@@ -221,22 +261,26 @@ class _AtomicFile:
         folder, name = os.path.split(path)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.psvae-tmp-", dir=folder or ".")
         self._file: Any = os.fdopen(fd, "wb")
-        self._failed = False
         self.closed = False
 
     def write(self, data: Any) -> int:
         try:
             return int(self._file.write(data))
         except BaseException:
-            self._failed = True
+            self._fail()
             raise
 
     def flush(self) -> None:
         try:
             self._file.flush()
         except BaseException:
-            self._failed = True
+            self._fail()
             raise
+
+    def _fail(self) -> None:
+        """A write failed (a full disk): the part written goes at once, the old file stays."""
+        self.closed = True
+        self._abandon()
 
     def writable(self) -> bool:
         return True
@@ -255,8 +299,6 @@ class _AtomicFile:
             return
         self.closed = True
         try:
-            if self._failed:
-                raise OSError(f"{self.path}: not written (an earlier write failed)")
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
