@@ -32,7 +32,7 @@ import yaml
 from cluster.local import head as local_head
 from tests.conftest import SMALL_NET, env_for, psvae, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 WORKER_IP = "127.0.0.2"  # the second node's own loopback address
 ADDED_NAME = "psvae-loopback-head"
 

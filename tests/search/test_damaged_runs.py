@@ -23,7 +23,7 @@ from search.status import last_reports
 from tests.conftest import env_for, psvae
 from tests.search.test_search_ray import write_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")

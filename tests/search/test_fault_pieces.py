@@ -189,6 +189,7 @@ def test_the_driver_lock_is_held_by_a_live_process_only(tmp_path):
 
 
 # -- psvae fit on a full disk ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_full_disk_during_psvae_fit_is_one_line_and_the_same_command_resumes(tmp_path, synthetic_file):
     from tests.conftest import env_for
 

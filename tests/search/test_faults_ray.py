@@ -33,7 +33,7 @@ from tests.search.test_search_ray import (
     write_spec,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 @pytest.fixture
