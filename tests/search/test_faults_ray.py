@@ -185,6 +185,22 @@ def test_one_driver_per_run_and_a_killed_damaged_and_moved_run_resumes(
     status = psvae("status", str(moved), env=env)
     assert status.returncode == 0 and "selected: trial" in status.stdout, status.stderr
 
+    # 5. the finished run moved again: every command works from its new place, nothing re-runs
+    again = tmp_path / "archive" / "r1-final"
+    again.parent.mkdir()
+    os.rename(moved, again)
+    before = finished_reports(again)
+    for command in (
+        ["status", str(again)],
+        ["report", str(again)],
+        ["export", str(again), "--out", str(tmp_path / "export2")],
+        ["resume", str(again)],
+    ):
+        out = psvae(*command, env=env)
+        assert out.returncode == 0, (command, out.stderr[-2000:])
+    assert "the search is done already: nothing to run" in out.stdout
+    assert finished_reports(again) == before and (tmp_path / "export2" / "weights.pt").is_file()
+
 
 # -- a full disk ------------------------------------------------------------------------------
 @contextlib.contextmanager
