@@ -10,7 +10,6 @@ psvae-tune installed on it.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shlex
@@ -27,7 +26,7 @@ import yaml
 
 from psvae.errors import UserError
 from search.rundir import check_run_id
-from search.storage import check_shared_storage
+from search.storage import check_submit_storage
 
 # `ray job stop` then interrupts Tune with SIGINT and waits for it to save the experiment state
 # before the SIGKILL; a resubmission of the same run id continues from there
@@ -74,13 +73,6 @@ class Cluster:
         from ray.job_submission import JobSubmissionClient
 
         return JobSubmissionClient(self.address, headers=self.headers)
-
-    def alive_nodes(self) -> int:
-        status, body = _get(self.address, "/api/v0/nodes?detail=false&limit=10000", self.headers)
-        if status != 200:
-            raise UserError(f"--address {self.address}: cannot list the cluster's nodes (HTTP {status})")
-        nodes = json.loads(body)["data"]["result"]["result"]
-        return sum(1 for n in nodes if n.get("state") == "ALIVE")
 
 
 def connect(address: str, insecure: bool = False) -> Cluster:
@@ -138,7 +130,7 @@ def submit(
 ) -> str:
     """Submit ``psvae search`` as a Ray Job; returns the job's submission id."""
     check_run_id(run_id)
-    check_shared_storage(storage, cluster.alive_nodes())
+    check_submit_storage(storage)  # that every node sees it is checked by the job's driver
     folder = stage_config(config, alpha, beta, data)  # a new temporary folder of ours
     try:
         entrypoint = shlex.join(

@@ -116,7 +116,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg, notes = fit_config_and_notes(args.config, args.set, args.data)
     _notes(notes)
-    summary = run_fit(args.data, cfg, args.out, progress=not args.quiet)
+    try:
+        summary = run_fit(args.data, cfg, args.out, progress=not args.quiet)
+    except RuntimeError as err:
+        # torch.save reports a full disk as a RuntimeError of its C++ writer, not an OSError
+        if not _disk_is_full(Path(args.out)):
+            raise
+        raise UserError(
+            f"{args.out}: no space left on device ({' '.join(str(err).split())[:120]}); free space there "
+            "and run the same command again: the fit goes on from its last checkpoint"
+        ) from None
     m = summary.metrics
     if summary.status == "diverged":
         print(f"fit diverged after {summary.epochs_run} epochs (non-finite loss); see {args.out}/metrics.csv")
@@ -127,6 +136,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         f"test label R2 {m['test_label_r2']:.3f}\nmodel bundle: {Path(args.out) / 'model'}"
     )
     return 0
+
+
+def _disk_is_full(path: Path, room: int = 1 << 20) -> bool:
+    from search.storage import free_bytes
+
+    free = free_bytes(path)
+    return free is not None and free < room
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -601,6 +617,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("psvae: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno is None:  # not the operating system's answer: a fault of the program
+            raise
+        print(f"psvae: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(err: OSError) -> str:
+    """A fault of the machine (a full disk, a missing permission, an I/O error) in one line:
+    the file, what the system said, what to do."""
+    from search.storage import disk_full
+
+    where = f"{err.filename}: " if err.filename else ""
+    what = " ".join(str(err.strerror or err).split())
+    if disk_full(err):
+        return f"{where}{what}; free space there and run the command again"
+    return f"{where}{what}"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ in by the caller; the driver imports neither.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,19 +28,32 @@ from typing import Any
 from psvae.errors import UserError
 from psvae.family import FAMILY
 from search.rundir import (
+    DONE,
     EXPERIMENT,
     HISTORY,
     INPUTS,
     LOCK,
     LOG,
+    DriverLock,
     Manifest,
     RunDir,
+    check_results,
     check_run_id,
+    check_tune_state,
     now,
 )
 from search.scheduler import FINISHED, Observer, StagedSearch, TrialOutcome, fixed_records, trial_base
 from search.spec import SearchSpec
-from search.storage import REMOTE_FILE, Storage, check_shared_storage
+from search.storage import (
+    REMOTE_FILE,
+    Reserve,
+    Storage,
+    check_shared_storage,
+    disk_full,
+    free_bytes,
+    is_uri,
+    tune_filesystem,
+)
 
 LOOPBACK = "127.0.0.1"
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -50,6 +66,20 @@ class SearchError(Exception):
 
 class Interrupted(Exception):
     """The experiment ended with the plan unfinished (e.g. after Ctrl-C); resume continues it."""
+
+
+class StorageFull(UserError):
+    """The run's storage (or the disk of a file the driver writes) is full: the search stops,
+    with everything written so far intact, and resumes once there is space again."""
+
+
+class _DiskFull(Exception):
+    """Inside Tune's loop a write failed on a full disk (a trial's checkpoint, the plan's own
+    files): the experiment ends as on Ctrl-C, before Tune retries a trial into a failure."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
 
 
 def start_ray(address: str | None) -> str | None:
@@ -95,18 +125,33 @@ def _protect_token() -> None:
 
 
 # -- the run directory ------------------------------------------------------------------------
-def open_run(spec: SearchSpec, storage: Storage, run_id: str) -> RunDir:
-    """The run directory of ``run_id`` in ``storage``, its driver files fetched (object store)."""
-    storage.pull(check_run_id(run_id))
-    local = storage.local / run_id
+def open_run(spec: SearchSpec, storage: Storage, run_id: str) -> tuple[RunDir, DriverLock]:
+    """The run directory of ``run_id`` in ``storage`` with its driver lock held, its driver
+    files fetched (object store). The lock is taken before anything of the run is touched: a
+    second driver is refused before it could replace the first one's files."""
+    local = storage.local / check_run_id(run_id)
     run = RunDir(local, storage.run_location(run_id), run_id, storage if storage.remote else None)
+    if not storage.remote:
+        _refuse_foreign(run)
+    run.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = run.lock()
+    try:
+        storage.pull(run_id)
+        _refuse_foreign(run)
+        local.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
+
+
+def _refuse_foreign(run: RunDir) -> None:
+    local = run.local
     if not run.manifest_path.is_file() and local.exists():
         ours = (INPUTS, LOCK, REMOTE_FILE)  # what a run folder may hold before its manifest
         foreign = not local.is_dir() or any(p.name not in ours for p in local.iterdir())
         if foreign:
             raise UserError(f"{run.location}: exists and is not a search run; choose another --run-id")
-    local.mkdir(parents=True, exist_ok=True)
-    return run
 
 
 def check_or_create(run: RunDir, spec: SearchSpec) -> Manifest:
@@ -161,6 +206,8 @@ _ENGINE: StagedSearch | None = None
 """The plan this process runs. Tune pickles its searcher and callbacks into the experiment
 (``tuner.pkl``) and restores those copies on resume: they hold no state and find the live plan
 here."""
+_FULL: _DiskFull | None = None  # why the experiment was ended, if a write met a full disk
+_RESERVE: Reserve | None = None  # room kept for Tune's last save after a full disk
 
 
 def _live() -> StagedSearch:
@@ -177,8 +224,12 @@ def _tune_classes() -> tuple[type, type]:
         """Tune's searcher: the plan's next trial, ``None`` while a stage waits, FINISHED."""
 
         def suggest(self, trial_id: str) -> Any:
-            suggestion = _live().suggest(trial_id)
-            return Searcher.FINISHED if suggestion == FINISHED else suggestion
+            if _FULL is not None:
+                return None  # the experiment is ending: nothing new
+            with _on_full_disk():
+                suggestion = _live().suggest(trial_id)
+                return Searcher.FINISHED if suggestion == FINISHED else suggestion
+            return None
 
         def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
             pass  # the callbacks below read ended trials whole (their checkpoints included)
@@ -198,9 +249,10 @@ def _tune_classes() -> tuple[type, type]:
             if not getattr(engine, "restored", False):
                 engine.restored = True  # type: ignore[attr-defined]
                 ended = ("TERMINATED", "ERROR")
-                engine.restore(
-                    [(t.trial_id, t.config, _outcome(t) if t.status in ended else None) for t in trials]
-                )
+                with _on_full_disk():
+                    engine.restore(
+                        [(t.trial_id, t.config, _outcome(t) if t.status in ended else None) for t in trials]
+                    )
 
         def on_trial_result(
             self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
@@ -208,12 +260,70 @@ def _tune_classes() -> tuple[type, type]:
             _live().trial_result(trial.trial_id, result)
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            _live().trial_ended(_outcome(trial))
+            with _on_full_disk():  # a row not written now is written from Tune's trial on resume
+                _live().trial_ended(_outcome(trial))
+
+        def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            _stop_if_disk_full(trial)
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            _live().trial_ended(_outcome(trial, failed=True))
+            if _stop_if_disk_full(trial):
+                return  # not a failed trial: Tune restores it (resume_errored) once there is space
+            with _on_full_disk():
+                _live().trial_ended(_outcome(trial, failed=True))
 
     return StagedSearcher, Events
+
+
+def _trial_error(trial: Any) -> str:
+    """The text of a trial's latest failure: Tune writes it beside the driver first (the copy on
+    the storage follows with its next sync, and may never arrive on a full disk)."""
+    local = getattr(trial, "error_file", None)
+    try:
+        if local and Path(local).is_file():
+            return Path(local).read_text(errors="replace")
+        return str(trial.get_error() or "")
+    except Exception:  # Tune could not read the error back
+        return ""
+
+
+def _stop_if_disk_full(trial: Any) -> bool:
+    """A trial whose worker failed on a full disk ends the experiment, before Tune retries it
+    into a failure and the stage is decided without it. True if it did."""
+    error = _trial_error(trial).rsplit("Failure # ", 1)[-1]  # the latest of the trial's failures
+    if not disk_full(error):
+        return False
+    _stop_for_full_disk(f"{_live().run.experiment} (trial {trial.trial_id} could not write its checkpoint)")
+    return True
+
+
+@contextmanager
+def _on_full_disk() -> Iterator[None]:
+    """The plan's own writes inside Tune's loop: a full disk ends the experiment (the write is
+    atomic: the file as it was stays)."""
+    try:
+        yield
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        _stop_for_full_disk(str(err.filename or _live().run.location))
+
+
+def _stop_for_full_disk(where: str) -> None:
+    """End Tune's loop as Ctrl-C does: Tune stops its trials and saves its experiment state one
+    last time, into the room the reserve leaves when it goes; the driver then says what happened
+    in one line. Where Tune has no handler to end its loop, the error ends it."""
+    global _FULL
+    if _FULL is not None:
+        return
+    _FULL = _DiskFull(where)
+    if _RESERVE is not None:
+        _RESERVE.release()
+    tune_handler = signal.getsignal(signal.SIGUSR1)  # Tune ends its loop on SIGUSR1 as on SIGINT
+    if callable(tune_handler) and threading.current_thread() is threading.main_thread():
+        signal.raise_signal(signal.SIGUSR1)
+    else:
+        raise _FULL
 
 
 def _outcome(trial: Any, failed: bool | None = None) -> TrialOutcome:
@@ -264,8 +374,19 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
         tune.with_parameters(train_psvae, data=arrays),  # the dataset goes into the object store once
         _resources,
     )
-    if tune.Tuner.can_restore(run.experiment):
-        return tune.Tuner.restore(run.experiment, trainable=trainable, resume_errored=True)
+    fs = tune_filesystem(run.location)
+    if tune.Tuner.can_restore(run.experiment, storage_filesystem=fs):
+        _retarget_new_trials(run, fs)
+        try:
+            return tune.Tuner.restore(
+                run.experiment, trainable=trainable, resume_errored=True, storage_filesystem=fs
+            )
+        except Exception as err:  # Tune raises many kinds for state it cannot read
+            reason = " ".join(str(err).split())[:300]
+            raise UserError(
+                f"{run.experiment}: Tune cannot restore the run's experiment ({type(err).__name__}: "
+                f"{reason}); restore the folder from a copy, or start a new run (another --run-id)"
+            ) from None
     return tune.Tuner(
         trainable,
         param_space={
@@ -286,12 +407,133 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
         run_config=tune.RunConfig(
             name=EXPERIMENT,
             storage_path=run.location,
+            storage_filesystem=fs,  # a local storage: every file whole or not at all
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[events_class()],
             verbose=0,
         ),
     )
+
+
+class _RunLogHandler(logging.Handler):
+    """Tune's and Ray Train's log records (a failed trial's traceback, a failed sync) go to the
+    run's ``search.log``, not to the terminal; a write that fails (a full disk) is dropped."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.INFO)
+        self.path = path
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            with open(self.path, "a") as f:
+                f.write(self.format(record) + "\n")
+        except Exception:
+            pass
+
+
+@contextmanager
+def _tune_logs_to(path: Path) -> Iterator[None]:
+    handler = _RunLogHandler(path)
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
+    saved = [(lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, (propagate, level) in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+            lg.setLevel(level)
+
+
+def _retarget_new_trials(run: RunDir, fs: Any) -> None:
+    """Tune (2.60) restores a moved experiment's trials at its new place but gives the trials it
+    creates afterwards the place recorded when the experiment began, kept in its search
+    generator's state: there the next stage's trials would fail to write their checkpoints (or
+    write them into the old folder). Point that record at the run's folder as it is now, as Tune
+    does for the restored trials (storage path, file system, experiment name)."""
+    if is_uri(run.location):
+        return  # a moved bucket path is not followed (the run's URI names its place)
+    import ray.cloudpickle as cloudpickle
+
+    for path in sorted((run.local / EXPERIMENT).glob("search_gen_state-*.json")):
+        state = cloudpickle.loads(path.read_bytes())
+        storage = getattr(state.get("experiment"), "storage", None) if isinstance(state, dict) else None
+        if storage is None:
+            continue
+        now_at = (run.location, EXPERIMENT, getattr(fs, "type_name", None))
+        was_at = (storage.storage_fs_path, storage.experiment_dir_name, storage.storage_filesystem.type_name)
+        if was_at == now_at:
+            continue
+        storage.storage_fs_path, storage.experiment_dir_name = run.location, EXPERIMENT
+        if fs is not None:
+            storage.storage_filesystem = fs
+            if getattr(storage, "syncer", None) is not None:
+                storage.syncer.storage_filesystem = fs
+        stat = path.stat()
+        tmp = path.with_name(f".{path.name}.psvae-tmp")
+        tmp.write_bytes(cloudpickle.dumps(state))
+        os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.replace(tmp, path)
+
+
+def _repoint_lost_checkpoints(run: RunDir) -> list[str]:
+    """A driver killed between Tune deleting a trial's older checkpoint (it keeps one) and its
+    next save of the experiment state leaves that state naming the deleted checkpoint, and Tune
+    (2.60) then fails the trial for good ("does not exist on storage anymore"). Before Tune
+    restores, point such a trial at its newest checkpoint that is there, or, if none is, at
+    none (the trial runs again from epoch 0). Returns what was done, for the log."""
+    if is_uri(run.location):
+        return []
+    states = sorted((run.local / EXPERIMENT).glob("experiment_state-*.json"))
+    if not states:
+        return []
+    from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudpickle
+
+    path = states[-1]  # the one Tune restores from
+    data = json.loads(path.read_text())
+    notes = []
+    for entry in data.get("trial_data", []):
+        metadata = _loads_with_cloudpickle(entry[1])
+        manager = metadata.get("checkpoint_manager")
+        latest = getattr(manager, "_latest_checkpoint_result", None)
+        if latest is None or latest.checkpoint is None:
+            continue
+        recorded = str(latest.checkpoint.path).rstrip("/")
+        trial_dir, name = recorded.rsplit("/", 2)[-2:]
+        folder = run.local / EXPERIMENT / trial_dir  # where it is now (the run may have moved)
+        if (folder / name).exists():
+            continue
+        there = sorted(p.name for p in folder.glob("checkpoint_*") if p.is_dir())
+        if there:
+            kind = type(latest.checkpoint)
+            latest.checkpoint = kind(
+                f"{recorded.rsplit('/', 1)[0]}/{there[-1]}", latest.checkpoint.filesystem
+            )
+            notes.append(
+                f"trial {trial_dir}: Tune's state named {name}, which is gone; it goes on from {there[-1]}"
+            )
+        else:
+            manager._latest_checkpoint_result = None
+            notes.append(
+                f"trial {trial_dir}: Tune's state named {name}, which is gone; it runs again from epoch 0"
+            )
+        kept = [
+            r for r in manager._checkpoint_results if (folder / r.checkpoint.path.rsplit("/", 1)[-1]).exists()
+        ]
+        manager._checkpoint_results = kept + ([latest] if there and latest not in kept else [])
+        metadata.pop("_cached_json", None)
+        entry[1] = json.dumps(metadata, indent=2, cls=TuneFunctionEncoder)
+    if notes:
+        tmp = path.with_name(f".{path.name}.psvae-tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    return notes
 
 
 @contextmanager
@@ -333,23 +575,27 @@ def run_search(
 ) -> RunDir:
     """Run or resume the staged search; returns its run directory. ``observers``: factories of
     what watches the run (given its directory)."""
-    global _ENGINE
+    global _ENGINE, _FULL, _RESERVE
     import ray
 
     from psvae.data import load_data
 
-    run = open_run(spec, storage, run_id)
-    lock = run.lock()
+    run, lock = open_run(spec, storage, run_id)
     try:
         manifest = check_or_create(run, spec)
         log = RunLog(run, show)
         log(f"run directory: {run.location}")
-        if manifest.status == "done":
+        if manifest.status == DONE:
             for name, record in manifest.stages.items():
-                if record.status == "done":
+                if record.status == DONE:
                     log(f"stage {name}: done earlier, chose {record.fixes}")
             log("the search is done already: nothing to run")
             return run
+        for moved in check_results(run, manifest):
+            log(f"{moved}: damaged; set aside, the running stage's rows are rebuilt from its trials")
+        if not storage.remote:  # a full disk there must leave room for Tune's last save
+            _RESERVE = Reserve(run.local)
+            _RESERVE.take()
         watchers = [make(run) for make in observers]
         if not ray.is_initialized():
             dashboard = start_ray(address)
@@ -357,7 +603,8 @@ def run_search(
                 log(f"Ray dashboard: {dashboard}")
                 manifest = manifest.replace(dashboard=dashboard)
         _protect_token()
-        check_shared_storage(storage.root, sum(1 for node in ray.nodes() if node["Alive"]))
+        if address is not None:  # a cluster: every node must see the run directory as we do
+            check_shared_storage(storage, run.local)
         manifest = fixed_records(spec, manifest)
         run.write(manifest)
         base = spec.base_config()
@@ -368,17 +615,26 @@ def run_search(
             per_session=FAMILY[base.model.model_class].background,
         )
         engine = StagedSearch(spec, run, manifest, log, watchers, slots=_slots(spec))
-        with _quiet_tune():
+        check_tune_state(run)  # a damaged state file is one line, before anything reads it
+        for note in _repoint_lost_checkpoints(run):
+            log(note)
+        with _quiet_tune(), _tune_logs_to(run.local / LOG):
             tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance)
-            _ENGINE = engine
+            _ENGINE, _FULL = engine, None
             started = time.perf_counter()
             try:
                 tuner.fit()
+            except Exception:
+                if _FULL is not None:
+                    raise _FULL from None
+                raise
             finally:
                 _ENGINE = None
                 for watcher in watchers:
                     watcher.close()
                 run.push(LOG)
+        if _FULL is not None:
+            raise _FULL
         if engine.failed is not None:
             raise SearchError(engine.failed)
         if not engine.done:
@@ -386,8 +642,34 @@ def run_search(
                 f"the search stopped after {time.perf_counter() - started:.0f} s with its plan unfinished"
             )
         return run
+    except _DiskFull as err:
+        raise StorageFull(_full_message(err.where, run)) from None
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        raise StorageFull(_full_message(err.filename or run.location, run)) from None
     finally:
+        if _RESERVE is not None:
+            _RESERVE.release()
+            _RESERVE = None
         lock.release()
+
+
+def _full_message(where: str, run: RunDir) -> str:
+    free = free_bytes(run.local)
+    room = "" if free is None else f", {_size(free)} free"
+    return (
+        f"{where}: no space left on device{room}; the search stopped with everything written so "
+        f"far intact: free space there, then continue with: psvae resume {run.location}"
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
 
 
 def resume_spec(run: RunDir) -> SearchSpec:

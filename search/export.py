@@ -36,10 +36,8 @@ def _outside_runs(out: Path) -> None:
 
 
 def _trial_row(run: RunDir, trial: str) -> dict[str, Any]:
-    from search import results
-
-    table = results.read_table(run.results, "trials") if run.results.is_dir() else None
-    if table is None or table.empty:
+    table = run.results_table("trials")
+    if table.empty:
         raise UserError(f"--trial {trial}: {run.location} has no finished trials yet")
     rows = table[table["trial_id"] == trial]
     if rows.empty:
@@ -49,6 +47,21 @@ def _trial_row(run: RunDir, trial: str) -> dict[str, Any]:
     if row["status"] != "completed" or not isinstance(row.get("checkpoint"), str):
         raise UserError(f"--trial {trial}: the trial {row['status']} and has no model to export")
     return row
+
+
+def _check_bundle(copy: Path, bundle: str) -> None:
+    """The copied bundle loads (an export that psvae.load_model refuses is no export): a damaged
+    one is a UserError naming the trial's bundle, and the half-made export is removed."""
+    from psvae.export import load_model
+
+    try:
+        load_model(copy)
+    except UserError as err:
+        reason = str(err).replace(str(copy), "").lstrip(": /")
+        raise UserError(
+            f"{bundle}: damaged ({reason}); nothing was exported; export another trial (--trial, "
+            "see psvae status) or run the search again under another --run-id"
+        ) from None
 
 
 def export_run(run_dir: str | Path, out: str | Path, force: bool = False, trial: str | None = None) -> Path:
@@ -89,6 +102,7 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False, trial:
             fetch_dir(bundle, staged)
         else:
             shutil.copytree(bundle, staged, dirs_exist_ok=True)
+        _check_bundle(staged, bundle)
         selection = {
             "run_id": manifest.run_id,
             "spec_hash": manifest.spec_hash,

@@ -10,6 +10,8 @@ through this module, and only the driver adds Tune to it.
       optuna.journal    the Optuna studies of the optuna stages
       inputs/           the demo's built-in data and config
       export/           the selected model (``psvae export`` / the demo)
+      .driver.lock      held (flock) by the one driver running the run; the kernel drops it
+      .psvae-reserve    room kept while a driver runs, given back when the disk fills up
 
 A run is its folder: the manifest holds no absolute path of the run, so a moved or renamed
 folder is still the run. Checkpoints are recorded relative to the run (``tune/<trial>/
@@ -56,6 +58,8 @@ SUMMARY = "summary.json"  # the fit's outcome (final checkpoint only)
 BUNDLE = "model"  # the best epoch's model bundle (final checkpoint only)
 
 RUNNING, DONE, FAILED, FIXED = "running", "done", "failed", "fixed"
+STATUSES = (RUNNING, DONE, FAILED, FIXED)
+RESTORE = "restore manifest.json from a copy"
 
 
 def now() -> str:
@@ -63,6 +67,90 @@ def now() -> str:
 
 
 # -- the manifest ---------------------------------------------------------------------------
+_NUMBER = (int, float)
+_OPTIONAL_TEXT = (str, type(None))
+_RECORD_KINDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "started": _OPTIONAL_TEXT,
+    "finished": _OPTIONAL_TEXT,
+    "seconds": (*_NUMBER, type(None)),
+    "varies": _OPTIONAL_TEXT,
+    "fixed": (Mapping,),
+    "fixes": (Mapping,),
+    "decision": (Mapping, type(None)),
+    "error": _OPTIONAL_TEXT,
+    "value": (*_NUMBER, type(None)),
+    "rule": _OPTIONAL_TEXT,
+    "planned": (int, type(None)),
+    "reused": (list,),
+}
+_DECISION_KINDS: dict[str, tuple[type, ...]] = {
+    "rule": (str,),
+    "trial_id": (str,),
+    "chosen": (Mapping,),
+    "table": (list,),
+    "explanation": (str,),
+    "params": (Mapping, type(None)),
+    "checkpoint": _OPTIONAL_TEXT,
+}
+
+
+def _kind_names(kinds: tuple[type, ...]) -> str:
+    names = {Mapping: "a mapping", list: "a list", str: "text", int: "a number", float: "a number"}
+    out = [names.get(k, "null") for k in kinds]
+    return " or ".join(dict.fromkeys(out))
+
+
+def _check_kind(value: Any, kinds: tuple[type, ...], where: str) -> None:
+    wrong = isinstance(value, bool) and bool not in kinds  # JSON true is not a number here
+    if wrong or not isinstance(value, kinds):
+        shown = json.dumps(value)[:60] if _dumpable(value) else type(value).__name__
+        raise UserError(f"{where} = {shown}: damaged, expected {_kind_names(kinds)}; {RESTORE}")
+
+
+def _dumpable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_decision(decision: Mapping[str, Any], where: str) -> None:
+    for key in ("rule", "trial_id", "chosen", "table", "explanation"):
+        if key not in decision:
+            raise UserError(f"{where}: damaged, a decision without {key}; {RESTORE}")
+    for key, kinds in _DECISION_KINDS.items():
+        if key in decision:
+            _check_kind(decision[key], kinds, f"{where}.{key}")
+    for i, row in enumerate(decision["table"]):
+        _check_kind(row, (Mapping,), f"{where}.table[{i}]")
+
+
+def _check_spec(spec: Mapping[str, Any], where: str) -> None:
+    """What readers of the spec rely on; the values themselves were checked when the run began."""
+    from search.spec import SearchSpec
+
+    stages = spec.get("stages")
+    _check_kind(stages, (list,), f"{where}.stages")
+    _check_kind(spec.get("data"), (list,), f"{where}.data")
+    _check_kind(spec.get("fit"), (Mapping,), f"{where}.fit")
+    names = []
+    for i, stage in enumerate(spec["stages"]):
+        _check_kind(stage, (Mapping,), f"{where}.stages[{i}]")
+        for key, kinds in (("name", (str,)), ("key", (str,)), ("rule", (str,)), ("values", (list,))):
+            _check_kind(stage.get(key), kinds, f"{where}.stages[{i}].{key}")
+        names.append(stage["name"])
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}.stages: damaged, two stages share a name; {RESTORE}")
+    try:
+        SearchSpec.from_dict(spec)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise UserError(
+            f"{where}: damaged, not a search spec ({type(err).__name__}: {err}); {RESTORE}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class StageRecord:
     """One stage in the manifest: running, done (with its decision), failed, or fixed by hand."""
@@ -88,10 +176,17 @@ class StageRecord:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> StageRecord:
-        if not isinstance(data, Mapping) or not isinstance(data.get("status"), str):
-            raise UserError(f"{where}: damaged, a stage record without a status")
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        if not isinstance(data, Mapping) or data.get("status") not in STATUSES:
+            raise UserError(
+                f"{where}: damaged, a stage record needs a status ({', '.join(STATUSES)}); {RESTORE}"
+            )
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key, value in values.items():
+            _check_kind(value, _RECORD_KINDS[key], f"{where}.{key}")
+        if values.get("decision") is not None:
+            _check_decision(values["decision"], f"{where}.decision")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -149,28 +244,48 @@ class Manifest:
     @classmethod
     def from_json(cls, data: Any, where: str) -> Manifest:
         """Check what a reader relies on; a manifest read back from storage is untrusted."""
-        if not isinstance(data, Mapping) or not {"run_id", "spec_hash", "spec", "stages"} <= set(data):
-            raise UserError(f"{where}: damaged, not a search manifest (missing run_id, spec or stages)")
+        required = ("run_id", "spec_hash", "spec", "stages", "status")
+        if not isinstance(data, Mapping) or not set(required) <= set(data):
+            missing = [k for k in required if not isinstance(data, Mapping) or k not in data]
+            raise UserError(f"{where}: damaged, not a search manifest (no {', '.join(missing)}); {RESTORE}")
         check_run_id(data["run_id"], f"{where}: run_id")
         if not isinstance(data["stages"], Mapping) or not isinstance(data["spec"], Mapping):
             raise UserError(f"{where}: damaged, spec and stages must be mappings")
+        version = data.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version > MANIFEST_VERSION:
+            raise UserError(
+                f"{where}: manifest version {version!r}; this psvae-tune reads versions up to "
+                f"{MANIFEST_VERSION} (upgrade psvae-tune)"
+            )
+        _check_kind(data["spec_hash"], (str,), f"{where}: spec_hash")
+        _check_spec(data["spec"], f"{where}: spec")
+        for key, kinds in (
+            ("status", (str,)),
+            ("created", _OPTIONAL_TEXT),
+            ("finished", _OPTIONAL_TEXT),
+            ("provenance", (Mapping, type(None))),
+            ("dashboard", _OPTIONAL_TEXT),
+        ):
+            if key in data:
+                _check_kind(data[key], kinds, f"{where}: {key}")
+        if data.get("status", RUNNING) not in (RUNNING, DONE, FAILED):
+            raise UserError(f"{where}: status = {str(data['status'])[:40]!r}: damaged; {RESTORE}")
         stages = {str(n): StageRecord.from_json(r, f"{where}: stages.{n}") for n, r in data["stages"].items()}
         selected = data.get("selected")
         if selected is not None:
             if not isinstance(selected, Mapping) or not {"stage", "trial_id", "checkpoint"} <= set(selected):
                 raise UserError(f"{where}: damaged, selected must name a stage, trial and checkpoint")
+            for key in ("stage", "trial_id", "checkpoint"):
+                _check_kind(selected[key], (str,), f"{where}: selected.{key}")
+            _check_kind(selected.get("chosen", {}), (Mapping,), f"{where}: selected.chosen")
             selected = Selected(
-                str(selected["stage"]),
-                str(selected["trial_id"]),
+                selected["stage"],
+                selected["trial_id"],
                 dict(selected.get("chosen") or {}),
-                str(selected["checkpoint"]),
+                selected["checkpoint"],
             )
-        version = data.get("version", 1)
-        if not isinstance(version, int) or version > MANIFEST_VERSION:
-            raise UserError(
-                f"{where}: manifest version {version!r}; this psvae-tune reads versions up to "
-                f"{MANIFEST_VERSION} (upgrade psvae-tune)"
-            )
+        if data.get("status") == DONE and selected is None:
+            raise UserError(f"{where}: damaged, a finished search without a selected model; {RESTORE}")
         return cls(
             run_id=data["run_id"],
             spec_hash=str(data["spec_hash"]),
@@ -255,8 +370,8 @@ class RunDir:
         root, run_id = split_run(text)
         if is_uri(text):
             store = resolve_storage(root)
-            store.pull(run_id)
             run = cls(store.local / run_id, text, run_id, store)
+            run._pull_unless_driven()
         else:
             run = cls.at(Path(text))
         if not (run.local / MANIFEST).is_file():
@@ -274,6 +389,25 @@ class RunDir:
             root, run_id = split_run(location)
             return cls(path, location, run_id, resolve_storage(root))
         return cls(path, str(path), check_run_id(path.name, f"{path}: the run folder's name"))
+
+    def _pull_unless_driven(self) -> None:
+        """Fetch an object store run's driver files into the mirror, unless a driver on this
+        machine holds the run's lock: its mirror is then the freshest copy, and replacing it
+        would take its files from under it."""
+        assert self.storage is not None
+        path = self.lock_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                return  # a driver runs this run here
+            self.storage.pull(self.run_id)  # a driver that starts now waits for this
+        finally:
+            os.close(fd)  # releases the shared lock
 
     # paths
     @property
@@ -306,6 +440,10 @@ class RunDir:
             raise UserError(f"{self.location}: not a search run directory (no {MANIFEST})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{where}: damaged, not readable JSON ({err}); restore it from a copy") from None
+        except RecursionError:
+            raise UserError(f"{where}: damaged, nested too deeply to be a manifest; {RESTORE}") from None
+        except OSError as err:  # a folder in its place, no permission, an I/O error
+            raise UserError(f"{where}: cannot be read ({err.strerror or err}); {RESTORE}") from None
         return Manifest.from_json(data, where)
 
     def write(self, manifest: Manifest) -> None:
@@ -339,11 +477,122 @@ class RunDir:
         tail = recorded.rstrip("/").split("/")[-3:]
         return "/".join([self.location, *tail])
 
+    @property
+    def lock_path(self) -> Path:
+        """The driver lock: in the run folder, or beside an object store run's mirror, whose
+        folder every pull replaces."""
+        if self.storage is not None:
+            return self.storage.local / f".{self.run_id}{LOCK}"
+        return self.local / LOCK
+
     def lock(self) -> DriverLock:
         """Take the run's driver lock (UserError if another driver holds it)."""
-        lock = DriverLock(self.local / LOCK)
+        lock = DriverLock(self.lock_path)
         lock.acquire(self.location)
         return lock
+
+    # what Tune and the plan wrote, checked before they are trusted
+    def results_table(self, table: str) -> Any:
+        """``results.read_table`` of this run, or a UserError naming the damaged file."""
+        from search import results
+
+        if not self.results.is_dir():
+            return results.read_table(self.results, table)
+        try:
+            return results.read_table(self.results, table)
+        except Exception as err:  # pyarrow raises many kinds for a damaged file
+            bad = next((f for f, _ in damaged_results(self.results, table)), None)
+            where = bad or self.results / table
+            raise UserError(
+                f"{where}: damaged ({_reason(err)}); restore it from a copy (a running stage's "
+                "files are rebuilt from its trials by psvae resume)"
+            ) from None
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+def damaged_results(results_dir: Path, table: str) -> list[tuple[Path, str]]:
+    """The Parquet files of ``table`` that cannot be read whole, with why."""
+    import pyarrow.parquet as pq
+
+    from search import results
+
+    bad = []
+    for stage in results.stages_written(results_dir, table):
+        path = results_dir / table / f"{results.STAGE_DIR_PREFIX}{stage}" / results.PART_FILE
+        try:
+            pq.read_table(path)
+        except Exception as err:  # pyarrow raises many kinds for a damaged file
+            bad.append((path, _reason(err)))
+    return bad
+
+
+def check_results(run: RunDir, manifest: Manifest) -> list[Path]:
+    """Before a driver builds on the results: a damaged file of a decided stage is a UserError
+    (its rows cannot be made again); one of a stage still running is set aside (renamed
+    ``.part-0.parquet.damaged-<time>``, never deleted), since the plan rewrites that stage's
+    files from its trials. Returns the files set aside."""
+    from search import results
+
+    moved = []
+    for table in ("trials", "epochs"):
+        for path, reason in damaged_results(run.results, table):
+            stage = path.parent.name.removeprefix(results.STAGE_DIR_PREFIX)
+            record = manifest.stage(stage)
+            if record is not None and record.status == DONE:
+                raise UserError(
+                    f"{path}: damaged ({reason}); the {stage} stage is decided and its rows cannot be "
+                    "made again: restore the file from a copy, or start a new run (another --run-id)"
+                )
+            # hidden: Parquet readers (pandas.read_parquet of the folder) pass over dot files
+            aside = path.with_name(f".{path.name}.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
+            os.replace(path, aside)
+            moved.append(aside)
+    return moved
+
+
+def _pickle_whole(data: bytes) -> bool:
+    """A pickle (protocol 2 or later) that was written to its end: it starts with PROTO and
+    ends with STOP. A truncated file almost never ends exactly at a STOP."""
+    return len(data) > 2 and data[:1] == b"\x80" and data.endswith(b".")
+
+
+def check_tune_state(run: RunDir) -> None:
+    """The files Tune restores the run's experiment from, checked before it unpickles them:
+    a damaged one is a UserError naming it. Object stores are written whole by Tune's uploads."""
+    if is_uri(run.location):
+        return
+    folder = run.local / EXPERIMENT
+    states = sorted(folder.glob("experiment_state-*.json"))
+    problems: list[tuple[Path, str]] = []
+    if states:
+        newest = states[-1]
+        try:
+            json.loads(newest.read_text())
+        except (OSError, ValueError) as err:
+            problems.append((newest, _reason(err)))
+        stamp = newest.name.removeprefix("experiment_state-").removesuffix(".json")
+        for name in (f"search_gen_state-{stamp}.json", "tuner.pkl"):
+            path = folder / name
+            if not path.exists():
+                continue
+            try:
+                whole = _pickle_whole(path.read_bytes())
+            except OSError as err:
+                problems.append((path, _reason(err)))
+                continue
+            if not whole:
+                problems.append((path, "truncated or not a pickle"))
+    if problems:
+        path, reason = problems[0]
+        raise UserError(
+            f"{path}: damaged ({reason}); Tune cannot restore the run's experiment from it: restore "
+            "the file from a copy, or start a new run (another --run-id); the decided stages are in "
+            "manifest.json and results/"
+        )
 
 
 def read_manifest(location: str | Path) -> Manifest:

@@ -30,31 +30,61 @@ def _folder(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 2)[-2]
 
 
+def _json_or_none(location: str) -> Any:
+    """A JSON file of Tune's, or None when it cannot be read whole: Tune writes these while the
+    search runs, and a killed driver or a full disk leaves them cut short."""
+    try:
+        return json.loads(read_text(location))
+    except (OSError, ValueError):
+        return None
+
+
+def _last_line(location: str) -> dict[str, Any] | None:
+    """The last report in a trial's ``result.json`` that can be read (a line being written, or
+    cut short, is skipped)."""
+    try:
+        lines = read_text(location).splitlines()
+    except (OSError, ValueError):
+        return None
+    for line in reversed(lines):
+        if line.strip():
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
 def last_reports(experiment: str) -> dict[str, dict[str, Any] | None]:
     """Trial id -> its last report (or None before its first), from Tune's result files of an
     experiment (a local folder or a URI).
 
     A trial whose reports have not reached its result file (its worker wrote a checkpoint and
     the driver was killed before logging the report) is described from its config
-    (``params.json``) and its newest checkpoint's epochs instead."""
+    (``params.json``) and its newest checkpoint's epochs instead. A file that cannot be read
+    whole is passed over, as if not written yet."""
     results = {_folder(p): p for p in list_files(experiment, "result.json")}
     params = {_folder(p): p for p in list_files(experiment, "params.json")}
-    histories: dict[str, str] = {}
+    histories: dict[str, list[str]] = {}
     for history in list_files(experiment, "history.json"):  # <trial>/checkpoint_NNNNNN/history.json
         trial = history.replace("\\", "/").rsplit("/", 3)[-3]
-        histories[trial] = max(histories.get(trial, ""), history)
+        histories.setdefault(trial, []).append(history)
     out: dict[str, dict[str, Any] | None] = {}
     for folder in sorted(set(results) | set(params)):
-        lines = (
-            [line for line in read_text(results[folder]).splitlines() if line.strip()]
-            if folder in results
-            else []
-        )
-        last: dict[str, Any] | None = json.loads(lines[-1]) if lines else None
+        last = _last_line(results[folder]) if folder in results else None
+        if last is not None and not isinstance(last.get("config", {}), dict):
+            last = None
         if last is None and folder in params:
-            last = {"config": json.loads(read_text(params[folder]))}
-            if folder in histories:
-                last["epoch"] = len(json.loads(read_text(histories[folder]))) - 1
+            config = _json_or_none(params[folder])
+            if isinstance(config, dict):
+                last = {"config": config}
+                for history in sorted(histories.get(folder, []), reverse=True):
+                    epochs = _json_or_none(history)
+                    if isinstance(epochs, list):
+                        last["epoch"] = len(epochs) - 1
+                        break
         trial_id = str(last.get("trial_id")) if last and last.get("trial_id") else folder.split("-", 1)[-1]
         out[trial_id] = last
     return out
@@ -77,6 +107,13 @@ class TrialState:
 
 
 def _running(last: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        return _progress(last)
+    except (TypeError, ValueError, AttributeError):  # a report of Tune's that is not as written
+        return {"state": "started"}
+
+
+def _progress(last: dict[str, Any] | None) -> dict[str, Any]:
     if last is None or "epoch" not in last:
         return {"state": "started"}
     epoch = int(last.get("epoch", -1)) + 1
@@ -103,11 +140,8 @@ def _running(last: dict[str, Any] | None) -> dict[str, Any]:
 def trial_states(run: RunDir, manifest: Manifest) -> list[TrialState]:
     """Every trial of the run, in plan order: finished ones from the results, running ones from
     Tune's files, and the current stage's planned trials that have not started."""
-    from search import results
-
     spec = SearchSpec.from_dict(manifest.spec)
-    table = results.read_table(run.results, "trials") if run.results.is_dir() else None
-    rows = [] if table is None else table.to_dict("records")
+    rows = run.results_table("trials").to_dict("records")
     states: list[TrialState] = []
     reports = last_reports(run.experiment) if manifest.one_experiment else {}
     for stage in spec.stages:

@@ -13,14 +13,20 @@ credentials; ``AWS_ENDPOINT_URL`` for an S3-compatible server).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
 
 from psvae.errors import UserError
 
@@ -30,7 +36,7 @@ RUN_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_RUN_ID - 1}}}")
 """A run id: letters, digits, '_', '.', '-', starting with a letter or digit, at most 128 long.
 This excludes '/', '..', absolute paths, empty names and control characters by construction."""
 # what the driver writes itself, relative to a run directory; Tune's experiments are not here
-DRIVER_FILES = ("manifest.json", "results", "optuna.journal")
+DRIVER_FILES = ("manifest.json", "results", "optuna.journal", "search.log")  # each driver adds to the log
 REMOTE_FILE = ".remote"  # in a mirror of a run on an object store: the run's URI
 
 
@@ -53,7 +59,6 @@ def is_uri(location: str | os.PathLike[str]) -> bool:
 
 def filesystem(uri: str) -> tuple[Any, str]:
     """pyarrow's file system for ``uri`` and the path inside it."""
-    import pyarrow.fs as pafs
 
     try:
         return pafs.FileSystem.from_uri(uri)
@@ -62,7 +67,6 @@ def filesystem(uri: str) -> tuple[Any, str]:
 
 
 def exists(location: str | Path) -> bool:
-    import pyarrow.fs as pafs
 
     if not is_uri(location):
         return Path(location).exists()
@@ -80,7 +84,6 @@ def read_text(location: str | Path) -> str:
 
 def list_files(location: str | Path, name: str) -> list[str]:
     """The files called ``name`` anywhere below ``location``, as locations of the same kind."""
-    import pyarrow.fs as pafs
 
     if not is_uri(location):
         return sorted(str(p) for p in Path(location).rglob(name))
@@ -94,7 +97,6 @@ def list_files(location: str | Path, name: str) -> list[str]:
 
 def _download(location: str, dest: Path) -> None:
     """Copy the file or folder at ``location`` (a URI) to ``dest``."""
-    import pyarrow.fs as pafs
 
     fs, path = filesystem(location)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,6 @@ def _download(location: str, dest: Path) -> None:
 
 def fetch_dir(location: str, dest: Path) -> Path:
     """A local copy of the folder at ``location`` (a URI), made in ``dest``."""
-    import pyarrow.fs as pafs
 
     fs, path = filesystem(location)
     if fs.get_file_info(path).type != pafs.FileType.Directory:
@@ -167,7 +168,6 @@ class Storage:
         """Upload one finished file or folder of the run's driver files."""
         if not self.remote:
             return
-        import pyarrow.fs as pafs
 
         source = self.local / check_run_id(run_id) / relative
         if not source.exists():
@@ -180,13 +180,322 @@ class Storage:
         )
 
 
-def check_shared_storage(storage: str, nodes: int) -> None:
-    """A local path is only seen by the machine it is on: trials on other nodes would write
-    their checkpoints where the driver never finds them."""
-    if nodes > 1 and not is_uri(storage):
+# -- disk-full faults ----------------------------------------------------------------------
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "[Errno 28]", "[Errno 122]")
+
+
+def disk_full(err: BaseException | str | None) -> bool:
+    """True when ``err`` (an exception, its chain, or the text of a trial's error) is a full
+    disk or an exceeded quota."""
+    seen: set[int] = set()
+    while isinstance(err, BaseException) and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            return True
+        if any(text in str(err) for text in DISK_FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return isinstance(err, str) and any(text in err for text in DISK_FULL_TEXT)
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """The bytes free on the file system holding ``path`` (its nearest existing folder)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+class Reserve:
+    """Room kept on a local storage while a driver runs: a file of ours (``.psvae-reserve`` in
+    the run directory), given back when a write meets a full disk, so that Tune's last save of
+    its experiment state and the driver's own files still fit. Taken again by the next driver;
+    removed when the driver ends."""
+
+    NAME = ".psvae-reserve"
+    SIZE = 16 << 20
+
+    def __init__(self, folder: Path, size: int = SIZE) -> None:
+        self.path = folder / self.NAME
+        self.size = size
+
+    def take(self) -> None:
+        """Allocate the room (OSError, e.g. a disk full already, if it cannot be had)."""
+        if self.path.is_file() and self.path.stat().st_size >= self.size:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            except OSError as err:
+                if err.errno in DISK_FULL:
+                    raise
+                chunk = b"\0" * (1 << 20)  # a file system without fallocate (some NFS servers)
+                for _ in range(self.size // len(chunk)):
+                    os.write(fd, chunk)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
+        os.close(fd)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+# -- Tune's writes on a local storage ---------------------------------------------------------
+class _AtomicFile:
+    """A file written beside its place (``.<name>.psvae-tmp-...``) and renamed into it on a clean
+    close: a reader, or a restore after a crash or a full disk, sees the old file or the new one,
+    never a part."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        folder, name = os.path.split(path)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.psvae-tmp-", dir=folder or ".")
+        self._file: Any = os.fdopen(fd, "wb")
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._file.write(data))
+        except BaseException:
+            self._fail()
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except BaseException:
+            self._fail()
+            raise
+
+    def _fail(self) -> None:
+        """A write failed (a full disk): the part written goes at once, the old file stays."""
+        self.closed = True
+        self._abandon()
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return int(self._file.tell())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+    def __del__(self) -> None:  # dropped without a close (a copy that failed while reading)
+        if not self.closed:
+            self.closed = True
+            self._abandon()
+
+
+class AtomicLocalHandler(pafs.FileSystemHandler):
+    """pyarrow's local file system for Tune, except that every file is written whole or not at
+    all (see :class:`_AtomicFile`). Tune rewrites its experiment state, its searcher's state and
+    each trial's result files in place; a full disk used to leave them truncated, and a run
+    that Tune could not restore."""
+
+    def __init__(self) -> None:
+        self._fs = pafs.LocalFileSystem()
+
+    def __reduce__(self) -> tuple[Any, ...]:  # sent to every trial's worker
+        return (AtomicLocalHandler, ())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AtomicLocalHandler)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(AtomicLocalHandler)
+
+    def get_type_name(self) -> str:
+        return "psvae-atomic-local"
+
+    def normalize_path(self, path: str) -> str:
+        return str(self._fs.normalize_path(path))
+
+    def get_file_info(self, paths: list[str]) -> list[Any]:
+        return list(self._fs.get_file_info(paths))
+
+    def get_file_info_selector(self, selector: Any) -> list[Any]:
+        return list(self._fs.get_file_info(selector))
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self._fs.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        raise OSError("psvae never empties a file system's root")
+
+    def delete_file(self, path: str) -> None:
+        self._fs.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self._fs.move(src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        target = _AtomicFile(dest)
+        with open(src, "rb") as f:
+            shutil.copyfileobj(f, target)
+        target.close()  # an error above leaves the file to __del__, which removes it
+
+    def open_input_stream(self, path: str) -> Any:
+        return self._fs.open_input_stream(path)
+
+    def open_input_file(self, path: str) -> Any:
+        return self._fs.open_input_file(path)
+
+    def open_output_stream(self, path: str, metadata: Any) -> Any:
+        import pyarrow as pa
+
+        return pa.PythonFile(_AtomicFile(path), mode="w")
+
+    def open_append_stream(self, path: str, metadata: Any) -> Any:
+        return self._fs.open_append_stream(path)
+
+
+def tune_filesystem(location: str) -> Any:
+    """The file system Tune writes the experiment at ``location`` with: for a local path one
+    whose files are written whole or not at all; None (Tune's own choice) for an object store,
+    whose uploads are whole already."""
+    if is_uri(location):
+        return None
+    return pafs.PyFileSystem(AtomicLocalHandler())
+
+
+# -- is the storage one place for the whole cluster? -------------------------------------------
+PROBE_PREFIX = ".psvae-storage-probe-"
+PROBE_TIMEOUT_S = 120.0
+
+
+def _probe_node(marker: str, token: str, node_id: str) -> tuple[str, str]:
+    """Run on one node: can it read the driver's marker, and write a reply beside it?"""
+    import socket
+
+    host = socket.gethostname()
+    try:
+        seen = Path(marker).read_text()
+    except OSError as err:
+        return host, f"cannot read it ({err.strerror or type(err).__name__})"
+    if seen != token:
+        return host, "reads another file there"
+    try:
+        Path(f"{marker}.{node_id}").write_text(token)
+    except OSError as err:
+        return host, f"cannot write there ({err.strerror or type(err).__name__})"
+    return host, ""
+
+
+def check_shared_storage(storage: Storage, folder: Path, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Check that every alive node of the Ray cluster this process is connected to sees
+    ``folder`` (a run directory in ``storage``) as this process does: the driver writes a marker
+    with unique content there, and a small task pinned to each node reads it and writes a reply
+    beside it, which the driver reads back. A mounted shared file system (EFS, Filestore, NFS, a
+    ReadWriteMany volume) passes; a folder that exists on this machine alone is refused, naming
+    the nodes that cannot see it. Object stores are one place by construction."""
+    if storage.remote:
+        return
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    token = secrets.token_hex(16)
+    marker = folder / f"{PROBE_PREFIX}{token[:12]}"
+    marker.write_text(token)
+    try:
+        probe = ray.remote(num_cpus=0, max_retries=0)(_probe_node)
+        refs = {
+            n["NodeID"]: probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(marker), token, n["NodeID"])
+            for n in nodes
+        }
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        blind = []
+        for node in nodes:
+            node_id, ref = node["NodeID"], refs[node["NodeID"]]
+            host, address = node.get("NodeManagerHostname", "?"), node.get("NodeManagerAddress", "?")
+            name = f"{host} ({address}, node {node_id[:8]})"
+            if ref not in ready:
+                blind.append(f"{name}: did not answer within {timeout_s:.0f} s")
+                continue
+            try:
+                _host, problem = ray.get(ref)
+            except Exception as err:  # the task could not run there (e.g. psvae not installed)
+                problem = f"the check could not run there ({type(err).__name__})"
+            if not problem and not _reply_seen(marker, node_id, token):
+                problem = "what it writes there does not reach this machine"
+            if problem:
+                blind.append(f"{name}: {problem}")
+    finally:
+        for path in [marker, *folder.glob(f"{marker.name}.*")]:  # our marker and the replies
+            with contextlib.suppress(OSError):
+                path.unlink()
+    if blind:
         raise UserError(
-            f"--storage {storage}: the cluster has {nodes} nodes and a local path is not shared "
-            "between them; use s3://..., gs://... or a path mounted on every node"
+            f"--storage {storage.root}: not one shared folder for the whole cluster; "
+            f"{len(blind)} of {len(nodes)} nodes cannot see {folder} as this driver does "
+            f"({'; '.join(blind)}); mount the same file system at {storage.root} on every node "
+            "(EFS, Filestore, NFS, a ReadWriteMany volume) or use s3://... or gs://..."
+        )
+
+
+def _reply_seen(marker: Path, node_id: str, token: str) -> bool:
+    try:
+        return Path(f"{marker}.{node_id}").read_text() == token
+    except OSError:
+        return False
+
+
+def check_submit_storage(storage: str) -> None:
+    """What ``psvae submit`` can check before the job runs (it cannot run tasks on the cluster's
+    nodes yet; the job's driver checks that every node sees the storage): a path must be
+    absolute, since the job runs in a temporary working folder of the cluster's."""
+    if is_uri(storage):
+        return
+    path = storage.removeprefix("file://")
+    if not path.startswith("/"):
+        raise UserError(
+            f"--storage {storage}: give the path as the cluster's nodes see it, absolute (e.g. "
+            "/mnt/shared/runs), or s3://... or gs://...; a relative path would land in the job's "
+            "temporary working folder"
         )
 
 
@@ -203,7 +512,6 @@ def resolve_storage(storage: str | None) -> Storage:
             raise UserError(
                 f"--storage {storage}: unsupported scheme (use a local path, file://, s3:// or gs://)"
             )
-        import pyarrow.fs as pafs
 
         uri = storage.rstrip("/")
         fs, path = filesystem(uri)

@@ -1,6 +1,8 @@
 """The one place that talks to Tune's reporting API: a thin function trainable around
-psvae's Trainer. A checkpoint that cannot be read (truncated, damaged) does not fail the trial
-for good: the fit runs again from epoch 0 and its reports say so (``restarted``).
+psvae's Trainer. A checkpoint that cannot be read (truncated, damaged, missing) does not fail
+the trial for good: the fit goes on from the trial's newest earlier checkpoint that can be
+read, or runs again from epoch 0, and its reports say which and why (``restarted``, the
+trial's ``note``).
 
 Every epoch is reported; at most every ``checkpoint_every_s`` seconds the report carries a
 checkpoint of the trainer's full state, so a retried trial continues from there. The last
@@ -14,17 +16,82 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from psvae.data import FrameData
-from psvae.export import save_bundle
+from psvae.export import load_model, save_bundle
 from psvae.files import jsonable
 from psvae.trainer import Trainer
 from search.rundir import BUNDLE, HISTORY, SUMMARY, TRAINER_STATE
 from search.scheduler import fit_config as trial_fit_config
+
+
+def _candidates(checkpoint: Any) -> list[Any]:
+    """The checkpoint Tune restores from, then the trial's other checkpoints, newest first: a
+    checkpoint that cannot be read falls back to the one before it."""
+    import pyarrow.fs as pafs
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent = path.rsplit("/", 1)[0]
+    try:
+        found = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        others = sorted(
+            (
+                f.path
+                for f in found
+                if f.type == pafs.FileType.Directory and f.base_name.startswith("checkpoint_")
+            ),
+            reverse=True,
+        )
+    except OSError:
+        others = []
+    return [checkpoint] + [tune.Checkpoint(p, filesystem=fs) for p in others if p.rstrip("/") != path]
+
+
+def _name(checkpoint: Any) -> str:
+    return str(checkpoint.path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _why(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:120]}" if text else type(err).__name__
+
+
+def _restore(
+    new_trainer: Callable[[], Trainer], checkpoint: Any
+) -> tuple[Trainer, Any, dict[str, Any] | None, str | None]:
+    """A trainer restored from Tune's checkpoint, or from the newest of the trial's earlier ones
+    that can be read (a new trainer each try: nothing of a damaged state is kept). Returns (the
+    trainer, the checkpoint used or None, the final report if the fit had finished, a note of
+    what was damaged or None)."""
+    damaged: list[str] = []
+    for candidate in _candidates(checkpoint):
+        trainer = new_trainer()
+        try:
+            with candidate.as_directory() as d:
+                folder = Path(d)
+                if (folder / SUMMARY).is_file():  # the fit had finished: its outcome, again
+                    final = json.loads((folder / SUMMARY).read_text())
+                    json.loads((folder / HISTORY).read_text())
+                    if (folder / BUNDLE).exists():
+                        load_model(folder / BUNDLE)  # one that cannot be loaded is no outcome
+                    if not isinstance(final, dict):
+                        raise ValueError("summary.json is not a mapping")
+                else:
+                    final = None
+                    trainer.restore(folder / TRAINER_STATE)
+        except Exception as err:  # truncated, damaged, missing: any of torch's, json's, pyarrow's
+            damaged.append(f"{_name(candidate)} is damaged ({_why(err)})")
+            continue
+        note = None
+        if damaged:
+            note = f"continued from {_name(candidate)}: {'; '.join(damaged)}"
+        return trainer, candidate, final, note
+    return new_trainer(), None, None, f"re-run from epoch 0: {'; '.join(damaged)}"
 
 
 def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
@@ -33,34 +100,24 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
     between two checkpoints (0: every epoch)}."""
     fit_config = trial_fit_config(config)
     frames = FrameData.from_arrays(data)
-    trainer = Trainer(fit_config, frames)
-    restarted = None  # why the fit started again from epoch 0 although a checkpoint existed
+    restarted = None  # what was damaged, and where the fit went on from
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            if (Path(d) / SUMMARY).is_file():  # the fit had finished: report its outcome again
-                try:
-                    final = json.loads((Path(d) / SUMMARY).read_text())
-                except (OSError, ValueError):
-                    final = None
-                if final is not None:
-                    tune.report({**final, "done": True}, checkpoint=checkpoint)
-                    return
-                restarted = f"{Path(checkpoint.path).name}: its summary is damaged"
-            else:
-                try:
-                    trainer.restore(Path(d) / TRAINER_STATE)
-                except Exception as err:  # a truncated or damaged file: any of torch's errors
-                    restarted = f"{Path(checkpoint.path).name} is damaged ({type(err).__name__})"
-        if restarted is not None:
-            trainer = Trainer(fit_config, frames)  # nothing of the damaged state is kept
+    if checkpoint is None:
+        trainer = Trainer(fit_config, frames)
+    else:
+        trainer, used, final, restarted = _restore(lambda: Trainer(fit_config, frames), checkpoint)
+        if final is not None:
+            if restarted:
+                final = {**final, "restarted": restarted}
+            tune.report({**final, "done": True}, checkpoint=used)
+            return
 
     every_s = float(config.get("checkpoint_every_s", 0))
     last_checkpoint = time.monotonic()
     for result in trainer.epochs():
         metrics = {**jsonable(result.flat()), "done": False}
         if restarted is not None:
-            metrics["restarted"] = f"re-run from epoch 0: {restarted}"
+            metrics["restarted"] = restarted
         # The full state of the default network is ~175 MB: it is saved at most every
         # ``every_s`` seconds (a retried trial loses less than that), and not after the last
         # epoch, whose outcome the final report below checkpoints a few seconds later.
@@ -86,7 +143,7 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
             # a string: TensorBoard's logger takes numbers and strings, not lists
             "label_names_json": json.dumps(list(frames.label_stats.names)),
             **jsonable(summary.metrics),
-            **({"restarted": f"re-run from epoch 0: {restarted}"} if restarted else {}),
+            **({"restarted": restarted} if restarted else {}),
         }
         (Path(d) / SUMMARY).write_text(json.dumps(final))
         if trainer.best_state is not None:

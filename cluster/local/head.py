@@ -1,4 +1,5 @@
-"""A Ray head node on 127.0.0.1 with token auth, in a folder of its own, stopped by its pid.
+"""A Ray head node on 127.0.0.1 with token auth, in a folder of its own, stopped by its pid;
+and worker nodes that join it on the same machine (a second node for tests of a cluster).
 
     python -m cluster.local.head start DIR [--num-cpus N]   # prints the dashboard address
     python -m cluster.local.head stop DIR
@@ -170,6 +171,83 @@ def start(
             raise RuntimeError(f"the head node did not come up (see {folder / 'head.log'}):\n{tail}")
         time.sleep(0.5)
     return head
+
+
+# -- a worker node on this machine ------------------------------------------------------------
+WORKER_PORT_FLAGS = tuple(f for f in PORT_FLAGS if f not in ("--port", "--dashboard-port"))
+
+
+@dataclass(frozen=True)
+class Worker:
+    folder: Path
+    pid: int  # the ``ray start --block`` of the node; its raylet and workers are below it
+    node_ip: str
+
+
+def start_worker(
+    folder: Path,
+    head: Head,
+    host: str,
+    num_cpus: int = 1,
+    node_ip: str = "127.0.0.2",
+    env: dict[str, str] | None = None,
+    wrap: list[str] | None = None,
+    timeout_s: float = 90,
+) -> Worker:
+    """Start ``ray start --address HOST:PORT --block`` as a second node of ``head`` on this
+    machine, in its own process group, with its own temp dir, ports and node address.
+
+    ``host`` must name the head's machine without being ``localhost`` or ``127.0.0.1``: Ray
+    swaps those for the machine's routable address when a node joins (a host name that resolves
+    to 127.0.0.1 keeps the traffic on loopback). ``node_ip``: the node's own address, another
+    loopback address, so that the head's node and this one are told apart. ``wrap``: a command
+    the node is started under (e.g. ``unshare --mount`` to give it a file system view of its
+    own). Returns once the head lists the node as alive."""
+    folder = folder.resolve()
+    if (folder / STATE).exists():
+        raise RuntimeError(f"{folder}: a node was started here already (stop it first)")
+    folder.mkdir(parents=True, exist_ok=True)
+    ports = dict(zip(WORKER_PORT_FLAGS, _free_ports(len(WORKER_PORT_FLAGS)), strict=True))
+    worker_low = _free_range(WORKER_PORTS, set(ports.values()))
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" would refuse to join a cluster
+    env.update(head.env())
+    ray = shutil.which("ray", path=env["PATH"])
+    if ray is None:
+        raise RuntimeError("the `ray` command is not installed beside this Python")
+    gcs_port = head.gcs_address.rsplit(":", 1)[1]
+    cmd = [
+        *(wrap or []), ray, "start", f"--address={host}:{gcs_port}", "--block", "--disable-usage-stats",
+        f"--node-ip-address={node_ip}", f"--num-cpus={num_cpus}", f"--temp-dir={folder / 'ray'}",
+        *(f"{flag}={port}" for flag, port in ports.items()),
+        f"--min-worker-port={worker_low}", f"--max-worker-port={worker_low + WORKER_PORTS - 1}",
+    ]  # fmt: skip
+    with open(folder / "node.log", "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = Worker(folder, proc.pid, node_ip)
+    (folder / STATE).write_text(json.dumps({"pid": proc.pid, "node_ip": node_ip}, indent=2))
+    deadline = time.monotonic() + timeout_s
+    while not any(n.get("node_ip") == node_ip and n.get("state") == "ALIVE" for n in nodes(head)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(folder)
+            tail = (folder / "node.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the worker node did not join (see {folder / 'node.log'}):\n{tail}")
+        time.sleep(0.5)
+    return worker
+
+
+def nodes(head: Head) -> list[dict[str, object]]:
+    """The cluster's nodes as the head's state API lists them (node_ip, state, node_id, ...)."""
+    headers = (
+        {} if head.token_path is None else {"Authorization": f"Bearer {head.token_path.read_text().strip()}"}
+    )
+    request = urllib.request.Request(f"{head.address}/api/v0/nodes?detail=false&limit=1000", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return list(json.loads(response.read())["data"]["result"]["result"])
+    except (OSError, ValueError, KeyError):
+        return []
 
 
 def load(folder: Path) -> Head:

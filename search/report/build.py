@@ -31,7 +31,7 @@ from psvae.files import staged_dir
 from search.report import figures
 from search.report import model as report_model
 from search.report.page import render_page
-from search.rundir import BUNDLE, EXPERIMENT, OPTUNA_JOURNAL, RunDir, read_manifest
+from search.rundir import BUNDLE, EXPERIMENT, OPTUNA_JOURNAL, RunDir
 from search.status import last_reports
 from search.storage import fetch_dir, is_uri
 
@@ -592,16 +592,9 @@ def _movie_html(model: Any, trials: list[report_model.TestTrial]) -> tuple[str, 
 # -- the page ---------------------------------------------------------------------------------
 def build_page(run_dir: Path) -> tuple[Page, list[np.ndarray] | None]:
     """Every section of the report of ``run_dir``, and the movie frames for the GIF."""
-    from search import results
-
-    manifest = read_manifest(run_dir).to_json()
-    results_dir = run_dir / "results"
-    run = Run(
-        run_dir,
-        manifest,
-        results.read_table(results_dir, "trials"),
-        results.read_table(results_dir, "epochs"),
-    )
+    run_dir_ = RunDir.open(run_dir)
+    manifest = run_dir_.read().to_json()
+    run = Run(run_dir, manifest, run_dir_.results_table("trials"), run_dir_.results_table("epochs"))
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = Page(
         title=f"PS-VAE search {manifest['run_id']}",

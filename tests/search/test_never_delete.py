@@ -92,7 +92,7 @@ def write_run(run_dir: Path, bundle: Path, run_id: str = "r1") -> Path:
         "version": 1,
         "run_id": run_id,
         "spec_hash": "0" * 16,
-        "spec": {"data": [], "stages": []},
+        "spec": {"data": [], "fit": {}, "stages": []},
         "stages": {},
         "status": "done",
         "selected": {"stage": "seeds", "trial_id": "t0", "chosen": {}, "checkpoint": str(checkpoint)},
