@@ -55,6 +55,7 @@ OPTUNA_JOURNAL = "optuna.journal"
 TRAINER_STATE = "trainer.pt"  # the trainer's full state, while the fit runs
 HISTORY = "history.json"  # the epochs so far
 SUMMARY = "summary.json"  # the fit's outcome (final checkpoint only)
+TRIAL_CONFIG = "trial_config.json"  # the trial's config: status reads it if Tune's params.json is lost
 BUNDLE = "model"  # the best epoch's model bundle (final checkpoint only)
 
 RUNNING, DONE, FAILED, FIXED = "running", "done", "failed", "fixed"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.live import eta_text, values_text
-from search.rundir import DONE, EXPERIMENT, FIXED, RUNNING, Manifest, RunDir
+from search.rundir import DONE, EXPERIMENT, FIXED, HISTORY, RUNNING, TRIAL_CONFIG, Manifest, RunDir
 from search.spec import SearchSpec
 from search.storage import list_files, read_text
 
@@ -57,27 +57,38 @@ def _last_line(location: str) -> dict[str, Any] | None:
     return None
 
 
+def _per_trial(experiment: str, name: str) -> dict[str, list[str]]:
+    """Trial folder -> its checkpoints' files called ``name`` (<trial>/checkpoint_NNNNNN/name)."""
+    found: dict[str, list[str]] = {}
+    for path in list_files(experiment, name):
+        found.setdefault(path.replace("\\", "/").rsplit("/", 3)[-3], []).append(path)
+    return found
+
+
 def last_reports(experiment: str) -> dict[str, dict[str, Any] | None]:
     """Trial id -> its last report (or None before its first), from Tune's result files of an
     experiment (a local folder or a URI).
 
     A trial whose reports have not reached its result file (its worker wrote a checkpoint and
     the driver was killed before logging the report) is described from its config
-    (``params.json``) and its newest checkpoint's epochs instead. A file that cannot be read
-    whole is passed over, as if not written yet."""
+    (Tune's ``params.json``, or the copy our trainable keeps in each checkpoint, for a trial the
+    driver was killed before it logged) and its newest checkpoint's epochs instead. A file that
+    cannot be read whole is passed over, as if not written yet."""
     results = {_folder(p): p for p in list_files(experiment, "result.json")}
     params = {_folder(p): p for p in list_files(experiment, "params.json")}
-    histories: dict[str, list[str]] = {}
-    for history in list_files(experiment, "history.json"):  # <trial>/checkpoint_NNNNNN/history.json
-        trial = history.replace("\\", "/").rsplit("/", 3)[-3]
-        histories.setdefault(trial, []).append(history)
+    histories = _per_trial(experiment, HISTORY)
+    configs = _per_trial(experiment, TRIAL_CONFIG)
     out: dict[str, dict[str, Any] | None] = {}
-    for folder in sorted(set(results) | set(params)):
+    for folder in sorted(set(results) | set(params) | set(configs)):
         last = _last_line(results[folder]) if folder in results else None
         if last is not None and not isinstance(last.get("config", {}), dict):
             last = None
-        if last is None and folder in params:
-            config = _json_or_none(params[folder])
+        if last is None:
+            config = _json_or_none(params[folder]) if folder in params else None
+            for copy in sorted(configs.get(folder, []), reverse=True):
+                if isinstance(config, dict):
+                    break
+                config = _json_or_none(copy)
             if isinstance(config, dict):
                 last = {"config": config}
                 for history in sorted(histories.get(folder, []), reverse=True):

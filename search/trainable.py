@@ -26,7 +26,7 @@ from psvae.data import FrameData
 from psvae.export import load_model, save_bundle
 from psvae.files import jsonable
 from psvae.trainer import Trainer
-from search.rundir import BUNDLE, HISTORY, SUMMARY, TRAINER_STATE
+from search.rundir import BUNDLE, HISTORY, SUMMARY, TRAINER_STATE, TRIAL_CONFIG
 from search.scheduler import fit_config as trial_fit_config
 
 
@@ -127,6 +127,7 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             trainer.save_checkpoint(Path(d) / TRAINER_STATE)
             (Path(d) / HISTORY).write_text(json.dumps(trainer.history))
+            (Path(d) / TRIAL_CONFIG).write_text(json.dumps(jsonable(config)))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         last_checkpoint = time.monotonic()
 
@@ -135,6 +136,7 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
     # trainer's full state, which nothing needs once the fit is over.
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / HISTORY).write_text(json.dumps(trainer.history))
+        (Path(d) / TRIAL_CONFIG).write_text(json.dumps(jsonable(config)))
         final = {
             "fit_status": summary.status,
             "precision": summary.precision,

@@ -250,8 +250,13 @@ def test_status_reads_tune_files_cut_short(run):
     result.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # its last line cut
     (second / "result.json").write_bytes(b"")
     (second / "params.json").write_bytes(b'{"stage": "al')
+    config = json.loads(next(iter(sorted(second.glob("checkpoint_*/trial_config.json")))).read_text())
     for history in second.glob("checkpoint_*/history.json"):
         history.write_bytes(b"\0" * 10)
+    # its params.json lost: the copy in its checkpoints stands in for it
+    assert last_reports(str(experiment))[second.name.split("-", 1)[1]] == {"config": config}
+    for copy in second.glob("checkpoint_*/trial_config.json"):
+        copy.write_bytes(b'{"stage"')
     reports = last_reports(str(experiment))
     first_id, second_id = (p.name.split("-", 1)[1] for p in trials)
     assert reports[first_id] == json.loads(lines[-2])  # the last report that can be read

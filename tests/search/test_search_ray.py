@@ -191,7 +191,11 @@ def test_a_killed_driver_resumes_without_rerunning_a_trial(tmp_path, synthetic_f
 
     def checkpointed() -> bool:
         tracked.update(descendants(proc.pid))
-        return any((run_dir / "tune").glob(f"{kill_in}-*/checkpoint_*"))
+        # a checkpoint whose files have all arrived (the worker copies them one by one)
+        return any(
+            (c / "history.json").is_file() and (c / "trial_config.json").is_file()
+            for c in (run_dir / "tune").glob(f"{kill_in}-*/checkpoint_*")
+        )
 
     wait_for(checkpointed, 400, f"a checkpoint in the {kill_in} stage", proc)
     ended_before = finished_reports(run_dir)
