@@ -255,6 +255,26 @@ def _generate_blob(spec: SyntheticSpec, background: np.ndarray | None) -> tuple[
     return frames_u8, factors
 
 
+def draw(
+    spec: SyntheticSpec, session: int | None = None, n_sessions: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames uint8 (n_trials, T, 1, S, S), labels float32 (n_trials, T, K) as a pose tracker
+    would give them (noisy, some missing: NaN) and factors (n_trials, T, F) of one session."""
+    background = None if session is None else session_background(spec.size, session, n_sessions)
+    frames, factors = generate(spec, background)
+    rng = np.random.default_rng([spec.seed, 1])
+    k = len(scene_names(spec.scene)[1])
+    labels = factors[..., :k] + rng.normal(0, spec.label_noise, size=factors[..., :k].shape)
+    labels = labels.astype(np.float32)
+    labels[rng.random(labels.shape) < spec.missing_fraction] = np.nan
+    return frames, labels, factors
+
+
+def session_spec(spec: SyntheticSpec, session: int) -> SyntheticSpec:
+    """Session ``session``'s own random draws of ``spec``'s behaviour."""
+    return SyntheticSpec(**{**spec.__dict__, "seed": spec.seed * 1000 + session})
+
+
 def write(
     path: str | Path,
     spec: SyntheticSpec = SyntheticSpec(),
@@ -268,14 +288,8 @@ def write(
     and renamed, so an interrupted run leaves nothing half-written.
     """
     path = Path(path)
-    background = None if session is None else session_background(spec.size, session, n_sessions)
-    frames, factors = generate(spec, background)
-    rng = np.random.default_rng([spec.seed, 1])
+    frames, labels, factors = draw(spec, session, n_sessions)
     factor_names, label_names = scene_names(spec.scene)
-    k = len(label_names)
-    labels = factors[..., :k] + rng.normal(0, spec.label_noise, size=factors[..., :k].shape)
-    labels = labels.astype(np.float32)
-    labels[rng.random(labels.shape) < spec.missing_fraction] = np.nan
     names = [f"trial_{i:04d}" for i in range(spec.n_trials)]
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -352,7 +366,7 @@ def write_sessions(out_dir: str | Path, n_sessions: int, spec: SyntheticSpec = S
     out.mkdir(parents=True, exist_ok=True)
     paths = session_paths(out, n_sessions)
     for i, path in enumerate(paths):
-        write(path, SyntheticSpec(**{**spec.__dict__, "seed": spec.seed * 1000 + i}), i, n_sessions)
+        write(path, session_spec(spec, i), i, n_sessions)
     return paths
 
 

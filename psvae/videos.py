@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,12 +21,22 @@ FPS = 30
 LOW_LIKELIHOOD = 0.1  # what a missing label (NaN) is reported with, as a tracker that lost it would
 
 
-def body_parts(label_names: Sequence[str]) -> list[str]:
-    """The body parts of labels named in the reference's order, all x then all y (``paw_x``,
-    ``tail_x``, ``paw_y``, ``tail_y`` -> ``paw``, ``tail``; ``x``, ``y`` -> ``animal``)."""
-    half = len(label_names) // 2
-    parts = [name.removesuffix("_x").removesuffix("x").rstrip("_") for name in label_names[:half]]
-    return [part or "animal" for part in parts]
+def body_parts(label_names: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(body part, index of its x label, index of its y label) for labels named ``<part>_x`` and
+    ``<part>_y`` in any order (``left_x``, ``left_y``, ``right_x``, ...); a bare ``x`` and ``y``
+    are the body part ``animal``."""
+    index = {name: i for i, name in enumerate(label_names)}
+    parts = []
+    for name in label_names:
+        if name == "x" or name.endswith("_x"):
+            part = name[:-2] if name.endswith("_x") else ""
+            y_name = f"{part}_y" if part else "y"
+            if y_name not in index:
+                raise ValueError(f"label {name!r} has no {y_name!r} beside it")
+            parts.append((part or "animal", index[name], index[y_name]))
+    if 2 * len(parts) != len(label_names):
+        raise ValueError(f"labels {list(label_names)}: not pairs of <part>_x and <part>_y")
+    return parts
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = FPS) -> Path:
@@ -52,19 +63,19 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = FPS) -> Path:
 
 
 def write_predictions(path: str | Path, labels: np.ndarray, label_names: Sequence[str]) -> Path:
-    """Labels (T, K) in the reference's order as DeepLabCut's CSV: per body part x, y and a
-    likelihood (high where the label is there, low where it is NaN)."""
+    """Labels (T, K) named ``<part>_x``/``<part>_y`` as DeepLabCut's CSV: per body part x, y and
+    a likelihood (high where the label is there, low where it is NaN)."""
     import pandas as pd
 
     path = Path(path)
     parts = body_parts(label_names)
-    half = len(parts)
     columns = pd.MultiIndex.from_product(
-        [[SCORER], parts, ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"]
+        [[SCORER], [part for part, _, _ in parts], ["x", "y", "likelihood"]],
+        names=["scorer", "bodyparts", "coords"],
     )
-    values = np.empty((len(labels), 3 * half))
-    for p in range(half):
-        x, y = labels[:, p], labels[:, half + p]
+    values = np.empty((len(labels), 3 * len(parts)))
+    for p, (_, ix, iy) in enumerate(parts):
+        x, y = labels[:, ix], labels[:, iy]
         missing = np.isnan(x) | np.isnan(y)
         values[:, 3 * p] = np.where(missing, 0.0, x)
         values[:, 3 * p + 1] = np.where(missing, 0.0, y)
@@ -73,3 +84,33 @@ def write_predictions(path: str | Path, labels: np.ndarray, label_names: Sequenc
     pd.DataFrame(values, columns=columns).to_csv(tmp)
     os.replace(tmp, path)
     return path
+
+
+VIDEOS_KIND = "sample videos"  # the owner marker of a folder write_sessions built
+
+
+def session_files(out_dir: str | Path, n_sessions: int) -> list[tuple[Path, Path]]:
+    """The (video, predictions) pairs :func:`write_sessions` writes, in session order."""
+    out = Path(out_dir)
+    return [(out / f"session_{i:02d}.mp4", out / f"session_{i:02d}.csv") for i in range(n_sessions)]
+
+
+def write_sessions(out_dir: str | Path, n_sessions: int, spec: Any) -> list[tuple[Path, Path]]:
+    """The built-in scene as ``n_sessions`` recorded sessions in the folder ``out_dir``: per
+    session one video of all its trials in a row and DeepLabCut's CSV of its labels (noisy,
+    a few missing, as a tracker gives them). ``spec``: a :class:`psvae.synthetic.SyntheticSpec`.
+
+    The folder is built beside ``out_dir`` and takes its place whole (nothing half-written is
+    left); an existing ``out_dir`` is replaced only when it is empty or a folder of sample
+    videos written here."""
+    from psvae import synthetic
+    from psvae.files import staged_dir
+
+    out = Path(out_dir)
+    label_names = synthetic.scene_names(spec.scene)[1]
+    with staged_dir(out, kind=VIDEOS_KIND, mode=0o755) as staged:
+        for i, (video, predictions) in enumerate(session_files(staged, n_sessions)):
+            frames, labels, _ = synthetic.draw(synthetic.session_spec(spec, i), i, n_sessions)
+            write_video(video, frames.reshape(-1, *frames.shape[2:]))
+            write_predictions(predictions, labels.reshape(-1, labels.shape[-1]), label_names)
+    return session_files(out, n_sessions)

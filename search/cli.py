@@ -85,7 +85,13 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _refuse_existing(out, args.force)
-    synthetic.check_overwrite(out, args.sessions)
+    if args.as_video:
+        from psvae.files import check_replaceable
+        from psvae.videos import VIDEOS_KIND
+
+        check_replaceable(out, VIDEOS_KIND)
+    else:
+        synthetic.check_overwrite(out, args.sessions)
     if args.trials < 1:
         raise UserError(f"--trials {args.trials}: must be at least 1")
     if args.sessions < 1:
@@ -94,6 +100,17 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         raise UserError(f"{out.parent}: no such directory for --out")
     start = time.perf_counter()
     spec = synthetic.SyntheticSpec(n_trials=args.trials, seed=args.seed, scene=args.scene)
+    if args.as_video:
+        from psvae import videos
+
+        pairs = videos.write_sessions(out, args.sessions, spec)
+        print(
+            f"wrote {len(pairs)} recorded session(s) into {out} "
+            f"({', '.join(f'{v.name} + {p.name}' for v, p in pairs)}; {spec.n_trials * spec.n_frames} "
+            f"frames of {spec.size}x{spec.size} each, labels as DeepLabCut's CSV) "
+            f"in {time.perf_counter() - start:.1f} s; next: psvae import"
+        )
+        return 0
     if args.sessions > 1:
         paths = synthetic.write_sessions(out, args.sessions, spec)
         print(
@@ -422,7 +439,8 @@ def add_scene_arg(p: argparse.ArgumentParser) -> None:
 
 # -- parser -------------------------------------------------------------------------------
 EXAMPLES: dict[str, str] = {
-    "synthetic": "psvae synthetic --out data.h5\n  psvae synthetic --sessions 3 --out sessions/",
+    "synthetic": "psvae synthetic --out data.h5\n  psvae synthetic --sessions 3 --out sessions/\n"
+    "  psvae synthetic --as-video --sessions 2 --scene limbs --out lab/",
     "fit": "psvae fit --data data.h5 --config fit.yaml --set train.epochs=50 --out fits/a",
     "encode": "psvae encode --model fits/a/model --data data.h5 --out latents.parquet",
     "import": "psvae import --video m1.mp4 --labels m1DLC_resnet50.csv --video m2.mp4 --labels m2DLC.h5 \\\n"
@@ -483,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="several sessions that differ in their static background: --out is then a directory "
         "that gets one HDF5 file per session",
+    )
+    p.add_argument(
+        "--as-video",
+        action="store_true",
+        help="write the sessions as a lab records them instead: --out is a folder that gets per "
+        "session a video (session_NN.mp4) and DeepLabCut's predictions (session_NN.csv), for psvae import",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     add_scene_arg(p)
