@@ -11,20 +11,29 @@ ratio to the reference implementation's own fit loop as measured on this 2-core 
 class (215 frames/s at 64x64, 67 frames/s at 128x128, counting its validation and test
 passes). First of all it runs ``psvae fit`` on the built-in dataset for two epochs in a child
 process and prints that process's peak resident memory.
+
+Then ``train.precision``: float32, bf16 autocast and ``auto`` (the default: a probe at the fit's
+start picks one, psvae.runtime.resolve_precision) side by side, per wall second and per
+CPU-second of this process, first with the machine as it is and then with ``--busy`` other
+processes (default 2) training a convolution on one thread each, as other trials of a search
+would. ``auto``'s figures include its probe. ``--precision-only`` skips the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from psvae import synthetic
+from psvae import runtime, synthetic
 from psvae.config import FitConfig
 from psvae.data import FrameData, load_data
 from psvae.losses import psvae_loss, weights_for_epoch
@@ -111,32 +120,90 @@ def peak_rss_of_fit(workdir: Path) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
+BUSY = """
+import torch
+torch.set_num_threads(1)
+x = torch.randn(64, 1, 64, 64)
+conv = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 5, padding=2), torch.nn.Conv2d(32, 32, 5, padding=2))
+while True:
+    conv(x).square().mean().backward()
+"""
+
+
+@contextlib.contextmanager
+def busy(n: int) -> Iterator[None]:
+    """``n`` processes keeping a core busy each, ended (by their pid) when the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n)]
+    try:
+        time.sleep(3)  # let them start
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def precision_rates(data: FrameData, epochs: int, precision: str) -> tuple[float, float, str]:
+    """(training frames per wall second, per CPU-second of this process, the precision used)
+    of psvae's Trainer at ``precision``; for ``auto`` its probe counts in both."""
+    cfg = FitConfig.from_mapping(
+        {"train.epochs": epochs + 1, "loss.anneal_epochs": 1, "train.precision": precision}
+    )
+    runtime._CHOSEN.clear()  # auto probes anew, under the load of the moment
+    trainer = Trainer(cfg, data)
+    n_train = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(epochs):
+        trainer.run_epoch()
+        n_train += (data.n_frames("train") // cfg.train.batch_size) * cfg.train.batch_size
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return n_train / wall, n_train / cpu, trainer.precision
+
+
+def precision_table(datasets: dict[int, FrameData], epochs: int, n_busy: int) -> None:
+    for label, load in (("as it is", 0), (f"{n_busy} busy processes", n_busy)):
+        with busy(load):
+            print(f"\nprecision, machine {label} (load average {os.getloadavg()[0]:.1f} at the start)")
+            for size, data in datasets.items():
+                rates = {p: precision_rates(data, epochs, p) for p in ("float32", "bf16", "auto")}
+                for p, (wall, cpu, used) in rates.items():
+                    note = f" (picked {used})" if p == "auto" else ""
+                    print(f"  {size}x{size} {p:<8} {wall:7.1f} frames/s  {cpu:7.1f} frames/CPU-s{note}")
+                ratio = rates["auto"][1] / rates["float32"][1]
+                print(f"  {size}x{size} auto / float32 per CPU-second: {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--trials", type=int, default=20, help="trials of 100 frames (8;1;1;0 split)")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--busy", type=int, default=2, help="busy processes for the second precision table")
+    parser.add_argument("--precision-only", action="store_true", help="only the precision tables")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 128, default network")
     with tempfile.TemporaryDirectory() as tmp:
-        # measured first, while this process is still small
-        rss = peak_rss_of_fit(Path(tmp))
+        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # auto's probes are this run's own
+        datasets = {}
         for size in args.sizes:
-            path = synthetic.write(
-                Path(tmp) / f"syn{size}.h5", synthetic.SyntheticSpec(n_trials=args.trials, size=size)
-            )
-            data = load_data([str(path)])
-            plain = plain_loop(data, args.epochs)
-            ours, finish = psvae_trainer(data, args.epochs, "float32")
-            ours_bf16, finish_bf16 = psvae_trainer(data, args.epochs, "bf16")
-            ref = REFERENCE_FRAMES_PER_S.get(size)
-            print(f"\n{size}x{size}: {data.n_frames('train')} training frames, {args.epochs} epochs")
-            print(f"  plain PyTorch loop (same run)   {plain:7.1f} frames/s")
-            for name, rate in (("psvae float32", ours), ("psvae bf16 autocast", ours_bf16)):
-                vs_ref = f", {rate / ref:.2f}x the reference's {ref:.0f}" if ref else ""
-                print(f"  {name:<31} {rate:7.1f} frames/s: {rate / plain:.2f}x the plain loop{vs_ref}")
-            print(f"  end-of-fit metrics (once per fit): {finish:.1f} s float32, {finish_bf16:.1f} s bf16")
-        print(f"\npeak resident memory of `psvae fit` on the built-in data: {rss:.0f} MiB")
+            spec = synthetic.SyntheticSpec(n_trials=args.trials, size=size)
+            datasets[size] = load_data([str(synthetic.write(Path(tmp) / f"syn{size}.h5", spec))])
+        if not args.precision_only:
+            # measured first, while this process is still small
+            rss = peak_rss_of_fit(Path(tmp))
+            for size, data in datasets.items():
+                plain = plain_loop(data, args.epochs)
+                ours, finish = psvae_trainer(data, args.epochs, "float32")
+                ours_bf16, finish_bf16 = psvae_trainer(data, args.epochs, "bf16")
+                ref = REFERENCE_FRAMES_PER_S.get(size)
+                print(f"\n{size}x{size}: {data.n_frames('train')} training frames, {args.epochs} epochs")
+                print(f"  plain PyTorch loop (same run)   {plain:7.1f} frames/s")
+                for name, rate in (("psvae float32", ours), ("psvae bf16 autocast", ours_bf16)):
+                    vs_ref = f", {rate / ref:.2f}x the reference's {ref:.0f}" if ref else ""
+                    print(f"  {name:<31} {rate:7.1f} frames/s: {rate / plain:.2f}x the plain loop{vs_ref}")
+                print(f"  end-of-fit metrics (per fit): {finish:.1f} s float32, {finish_bf16:.1f} s bf16")
+            print(f"\npeak resident memory of `psvae fit` on the built-in data: {rss:.0f} MiB")
+        precision_table(datasets, args.epochs, args.busy)
 
 
 if __name__ == "__main__":

@@ -137,8 +137,9 @@ class TrainConfig:
     seed_model: int = 0  # network initialisation
     seed_train: int = 0  # minibatch order and the reparameterisation noise
     device: str = "auto"
-    # "bf16": the network runs under bfloat16 autocast (the loss stays float32); "auto": bf16
-    # where the device computes bfloat16 natively (recent GPUs and CPUs), else "float32"
+    # "bf16": the network runs under bfloat16 autocast (the loss stays float32); "auto": where
+    # the device computes bfloat16 natively, the cheaper of the two by a short probe at the fit's
+    # start (psvae.runtime.resolve_precision), else "float32"
     precision: str = "auto"
     num_threads: int = 0  # CPU threads for torch; 0 = leave torch's default
     # msps-vae: each training batch holds frames of this many distinct sessions (S >= 2)

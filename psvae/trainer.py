@@ -41,7 +41,7 @@ from psvae.metrics import (
     session_accuracy,
 )
 from psvae.model import PSVAE
-from psvae.runtime import keep_large_allocations, resolve_device, resolve_precision
+from psvae.runtime import keep_large_allocations, probe_key, probe_steps, resolve_device, resolve_precision
 
 CHECKPOINT_FORMAT = 1
 
@@ -129,7 +129,7 @@ class Trainer:
         self.data = data
         check_fits_data(cfg, data)
         self.device = resolve_device(device or cfg.train.device)
-        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self._precision: str | None = None  # resolved at the first step (``auto`` probes), or restored
         if self.device.type == "cpu":
             keep_large_allocations()
         if cfg.train.num_threads:
@@ -156,6 +156,49 @@ class Trainer:
         self.epoch_sigma_x = math.nan  # sigma_x of the last training epoch (auto: its batches' mean)
         self._variance: float | None = None  # the training frames' variance, once computed
         self._last_logvar = np.zeros((0, 0), np.float32)
+
+    # -- precision -----------------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """The precision the fit trains in, "float32" or "bf16": ``train.precision`` as set, or
+        for ``auto`` the faster of the two for this network, batch and device at the fit's
+        start (a short probe on a copy of the network, :func:`psvae.runtime.resolve_precision`).
+        A restored fit keeps the precision it started in."""
+        if self._precision is None:
+            shape = "x".join(str(n) for n in self.data.frame_shape)
+            model, batch = self.cfg.model, self.cfg.train.batch_size
+            what = f"{model.model_class}|{model.channels}|{shape}|batch={batch}"
+            self._precision = resolve_precision(
+                self.cfg.train.precision, self.device, self._probe, probe_key(self.device, what)
+            )
+        return self._precision
+
+    def _probe(self) -> dict[str, list[float]]:
+        """CPU seconds of training steps in float32 and bf16 on a copy of the network and its
+        optimizer, one batch of training frames: the fit's own network, RNGs and order are not
+        touched. The loss is a stand-in (the real one is computed in float32 either way)."""
+        model = copy.deepcopy(self.model).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.cfg.train.lr, amsgrad=True)
+        index = self.data.index["train"][: self.cfg.train.batch_size]
+        batch = self.data.batch(index, self.device)
+        generator = torch.Generator(self.device).manual_seed(0)
+
+        def step(precision: str) -> None:
+            autocast = (
+                torch.autocast(self.device.type, dtype=torch.bfloat16)
+                if precision == "bf16"
+                else contextlib.nullcontext()
+            )
+            with autocast:
+                out = model(batch.frames, generator, labels=batch.labels)
+            loss = (out.frames.float() - batch.frames).square().mean() + out.mu.float().square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
+        return probe_steps(step)  # the copies go with this frame
 
     # -- training ------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -478,6 +521,7 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "best_stats": self.best_stats,
             "history": self.history,
+            "precision": self.precision,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -498,6 +542,8 @@ class Trainer:
         self.best_val_loss = float(state["best_val_loss"])
         self.best_stats = state.get("best_stats")
         self.history = list(state["history"])
+        if state.get("precision") in ("float32", "bf16"):
+            self._precision = str(state["precision"])  # a fit goes on in the precision it began in
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
