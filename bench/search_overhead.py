@@ -150,6 +150,11 @@ def main() -> None:
         data = synthetic.write(root / "quick.h5", synthetic.SyntheticSpec(n_trials=demo.QUICK["trials"]))
         config = root / "search.yaml"
         config.write_text(yaml.safe_dump({"data": [str(data)], "fit": fit, "stages": demo.QUICK["stages"]}))
+        # the previous driver's rules had no collapse screen, nor its parameter: its stages
+        # without it (the same values, the same decisions' inputs)
+        old_stages = [{k: v for k, v in s.items() if k != "rule_params"} for s in demo.QUICK["stages"]]
+        old_config = root / "search-previous.yaml"
+        old_config.write_text(yaml.safe_dump({"data": [str(data)], "fit": fit, "stages": old_stages}))
         env = {**os.environ, "HOME": str(root), "PYTHONPATH": str(REPO)}
         baseline = None
         if not args.no_baseline:
@@ -206,7 +211,7 @@ def main() -> None:
                             "search.cli",
                             "search",
                             "--config",
-                            str(config),
+                            str(old_config),
                             "--run-id",
                             f"old-{r}",
                             "--storage",
