@@ -283,6 +283,20 @@ def zscore_labels(truth: GroundTruth) -> np.ndarray:
     return np.nan_to_num((labels - mean) / np.where(std > 0, std, 1.0))
 
 
+def top_components(x: np.ndarray, k: int) -> np.ndarray:
+    """(k, D): the top k right singular vectors of ``x`` (M, D), from the eigenvectors of the
+    smaller of its two Gram matrices: a full SVD of (2000, 4096) frames takes many times as long,
+    and the report scores every candidate with it."""
+    x = x.astype(np.float64)
+    if len(x) <= x.shape[1]:
+        eigenvalues, u = np.linalg.eigh(x @ x.T)  # (M,), (M, M), ascending
+        top = np.argsort(eigenvalues)[::-1][:k]
+        v = u[:, top].T @ x  # (k, D): each row is its singular value times the right vector
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.finfo(float).tiny)
+    eigenvalues, w = np.linalg.eigh(x.T @ x)  # (D,), (D, D)
+    return w[:, np.argsort(eigenvalues)[::-1][:k]].T
+
+
 def pca_baseline(truth: GroundTruth, n_supervised: int, n_other: int, n_unsupervised: int) -> CodeScores:
     """The scores of the pixel-PCA baseline (module doc): the top n_supervised + n_other +
     n_unsupervised principal components of the frames, in order of variance, split like the
@@ -292,8 +306,8 @@ def pca_baseline(truth: GroundTruth, n_supervised: int, n_other: int, n_unsuperv
     x = truth.frames.reshape(len(truth.frames), -1).astype(np.float32) / 255.0  # (N, D)
     fit_rows = np.linspace(0, len(x) - 1, min(len(x), PCA_FIT_FRAMES)).astype(int)
     centre = x[fit_rows].mean(0)
-    _, _, vt = np.linalg.svd(x[fit_rows] - centre, full_matrices=False)
-    codes = ((x - centre) @ vt[:n_codes].T).astype(np.float64)  # (N, L)
+    vt = top_components(x[fit_rows] - centre, n_codes)
+    codes = ((x - centre) @ vt.T).astype(np.float64)  # (N, L)
     codes = codes / np.where(codes.std(0) > 0, codes.std(0), 1.0)
     labels_z = zscore_labels(truth)
     z_s, z_u = codes[:, :n_supervised], codes[:, n_codes - n_unsupervised :]
@@ -309,6 +323,23 @@ def score_model(model_dir: str | Path, data_path: str | Path, factors_path: str 
 
     truth = read_ground_truth(data_path, factors_path)
     model = load_model(model_dir)
+    scores = score_fitted(model, truth, data_path)
+    shape = model.network
+    return {
+        "model": scores.to_dict(),
+        "pca": pca_baseline(truth, shape.n_supervised, shape.n_background, shape.n_unsupervised).to_dict(),
+        "frames": len(truth.frames),
+        "trials": len(truth.trial_names),
+        "label_names": list(truth.label_names),
+        "factor_names": list(truth.factor_names),
+        "nuisance": [truth.factor_names[i] for i in truth.nuisance],
+    }
+
+
+def score_fitted(model: Any, truth: GroundTruth, data_path: str | Path) -> CodeScores:
+    """The scores of a loaded model (``psvae.export.FittedModel``) on ``truth``, read from
+    ``data_path``: apart from :func:`score_model` so that several models of one run can be
+    scored against one reading of the data (the report scores every candidate)."""
     if tuple(truth.frames.shape[1:]) != model.frame_shape:
         raise DataError(
             f"{data_path}: frames of shape {tuple(truth.frames.shape[1:])}, but the model expects "
@@ -339,16 +370,7 @@ def score_model(model_dir: str | Path, data_path: str | Path, factors_path: str 
         acc = R2Accumulator(labels_z.shape[1])
         acc.add(torch.as_tensor(labels_z), torch.as_tensor(predicted), torch.as_tensor(truth.label_mask))
         label_r2 = acc.weighted()
-    model_scores = CodeScores(**{**scores.__dict__, "label_r2": label_r2})
-    return {
-        "model": model_scores.to_dict(),
-        "pca": pca_baseline(truth, z_s.shape[1], z_b.shape[1], z_u.shape[1]).to_dict(),
-        "frames": len(truth.frames),
-        "trials": len(truth.trial_names),
-        "label_names": list(truth.label_names),
-        "factor_names": list(truth.factor_names),
-        "nuisance": [truth.factor_names[i] for i in truth.nuisance],
-    }
+    return CodeScores(**{**scores.__dict__, "label_r2": label_r2})
 
 
 def score_table(report: dict[str, Any]) -> str:

@@ -14,26 +14,41 @@ sees half a report.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from psvae.errors import UserError
 from psvae.files import staged_dir
-from search.report import figures
+from search.report import evidence, figures
 from search.report import model as report_model
 from search.report.page import render_page
+from search.report.parts import (
+    DONE,
+    FAILED,
+    FIXED,
+    KEY_COLUMNS,
+    PENDING,
+    STAGE_TITLES,
+    UNAVAILABLE,
+    Page,
+    Run,
+    Section,
+    data_uri,
+    esc,
+    fmt,
+    html_table,
+    local_checkpoint,
+    stage_values,
+    trial_names,
+)
 from search.rundir import BUNDLE, EXPERIMENT, OPTUNA_JOURNAL, RunDir
 from search.status import last_reports
-from search.storage import fetch_dir, is_uri
 
 REPORT_DIR = "report"
 INDEX = "index.html"
@@ -43,136 +58,6 @@ MAX_LABEL_TRIALS = 4  # test trials drawn in the label reconstructions
 MOVIE_FRAME_MS = 120
 # what a report folder held before folders carried their marker: replaceable as a report
 LEGACY_REPORT = frozenset({INDEX, PLOTLY_JS, MOVIE_GIF})
-
-# section states, shown as badges and as data-state attributes
-DONE, PENDING, FAILED, FIXED, UNAVAILABLE = "done", "pending", "failed", "fixed", "unavailable"
-# trials-table columns that hold a stage's varied key
-KEY_COLUMNS = {
-    "loss.alpha": "alpha",
-    "loss.beta": "beta",
-    "train.seed_model": "seed_model",
-    "model.n_unsupervised": "n_unsupervised",
-    "loss.delta": "delta",
-    "loss.msp_alpha": "msp_alpha",
-}
-STAGE_TITLES = {"alpha": "α stage", "beta": "β stage", "seeds": "Seeds"}
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    state: str
-    body: str  # HTML
-    note: str = ""  # one line under the title (plain text)
-    badge: str = ""  # shown instead of the state, e.g. a count
-    badge_class: str = ""  # its colour: one of the states (default: the section's state)
-
-
-@dataclass
-class Page:
-    """The report being built: its sections and the Plotly figures they refer to by id."""
-
-    title: str
-    subtitle: str
-    sections: list[Section] = field(default_factory=list)
-    figures: dict[str, Any] = field(default_factory=dict)  # div id -> figure (plotly)
-
-    def figure(self, fig: Any, css_class: str = "figure") -> str:
-        """Register ``fig`` and return the HTML element it is drawn into."""
-        fig_id = f"fig-{len(self.figures)}"
-        self.figures[fig_id] = fig
-        # a responsive figure takes its height from its element, so the element gets the figure's
-        height = int(fig.layout.height or 450)
-        return f'<div class="{css_class}" id="{fig_id}" style="height:{height}px" data-figure></div>'
-
-
-@dataclass(frozen=True)
-class Run:
-    """What the report reads from a run directory."""
-
-    path: Path
-    manifest: dict[str, Any]
-    trials: pd.DataFrame
-    epochs: pd.DataFrame
-
-    def stage_specs(self) -> list[dict[str, Any]]:
-        return list(self.manifest["spec"]["stages"])
-
-    def stage_trials(self, stage: str) -> pd.DataFrame:
-        return self.trials[self.trials["stage"] == stage].reset_index(drop=True)
-
-    def record(self, stage: str) -> dict[str, Any] | None:
-        return self.manifest["stages"].get(stage)
-
-
-# -- small helpers ----------------------------------------------------------------------------
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def fmt(value: object) -> str:
-    """A number as a short string; missing values as an en dash."""
-    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and not np.isfinite(value)):
-        return "–"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, float | np.floating):
-        return f"{float(value):.4g}"
-    return str(value)
-
-
-def html_table(
-    rows: list[dict[str, Any]], columns: list[str], highlight: str | None = None, narrow: bool = False
-) -> str:
-    """A plain table; the row whose trial_id is ``highlight`` is marked as the chosen one."""
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = []
-    for row in rows:
-        chosen = highlight is not None and row.get("trial_id") == highlight
-        cells = "".join(f"<td>{esc(fmt(row.get(c)))}</td>" for c in columns)
-        body.append(f"<tr{' class=chosen' if chosen else ''}>{cells}</tr>")
-    css = " class=narrow" if narrow else ""
-    table = f"<table{css}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    return f'<div class="table-wrap">{table}</div>'
-
-
-def local_checkpoint(recorded: str, run_dir: Path) -> Path:
-    """A checkpoint from the manifest or the results (relative to the run; older runs: a path
-    or URI) as a local folder. A run on an object store has its model bundle fetched once into
-    the run's local mirror."""
-    path = RunDir.at(run_dir).checkpoint(recorded)
-    if is_uri(path):
-        local = run_dir / ".checkpoints" / Path(*path.rstrip("/").split("/")[-3:])
-        if not (local / BUNDLE).is_dir():
-            fetch_dir(f"{path.rstrip('/')}/{BUNDLE}", local / BUNDLE)
-        return local
-    return Path(path)
-
-
-def stage_values(stage: dict[str, Any], trials: pd.DataFrame, key: str | None = None) -> pd.Series:
-    """Each trial's value of the key its stage varies (or of ``key``, e.g. its crossed key)."""
-    key = key or stage["key"]
-    column = KEY_COLUMNS.get(key)
-    if column is not None:
-        return trials[column].astype(float)
-    values = [json.loads(c).get(key) if isinstance(c, str) else None for c in trials["config_json"]]
-    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
-    return pd.Series(numbers, index=trials.index)
-
-
-def trial_names(stage: dict[str, Any], trials: pd.DataFrame) -> dict[str, str]:
-    """trial_id -> a legend name such as ``alpha=100`` (``, U=3`` where U is swept too)."""
-    values = stage_values(stage, trials)
-    short = KEY_COLUMNS.get(stage["key"], stage["key"])
-    swept_u = trials["n_unsupervised"].nunique() > 1
-    names = {}
-    for value, (_, row) in zip(values, trials.iterrows(), strict=True):
-        name = f"{short}={fmt(value)}" + (f", U={row['n_unsupervised']}" if swept_u else "")
-        if isinstance(row.get("reused_from"), str):
-            name += " (reused)"
-        names[row["trial_id"]] = name if row["status"] == "completed" else f"{name} ({row['status']})"
-    return names
 
 
 def running_note(run: Run, stage: str) -> str:
@@ -506,10 +391,6 @@ def _labels_html(model: Any, trials: list[report_model.TestTrial], page: Page) -
     return "".join(parts)
 
 
-def _data_uri(image: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(report_model.png(image)).decode()
-
-
 def _traversals_html(model: Any, trials: list[report_model.TestTrial]) -> str:
     trial, index = report_model.base_frame(trials)
     rows = report_model.traversals(model, trials)
@@ -529,12 +410,12 @@ def _traversals_html(model: Any, trials: list[report_model.TestTrial]) -> str:
         scale = float(max(np.abs(d).max() for d in diffs))
         frame_cells = "".join(
             f'<figure><img alt="{esc(row.name)} at {fmt(float(v))}" '
-            f'src="{_data_uri(report_model.to_rgb(f))}">'
+            f'src="{data_uri(report_model.to_rgb(f))}">'
             f"<figcaption>{esc(fmt(float(v)))}</figcaption></figure>"
             for f, v in zip(row.frames, row.values, strict=True)
         )
         diff_cells = "".join(
-            f'<figure><img alt="difference" src="{_data_uri(report_model.diverging_rgb(d, scale))}"></figure>'
+            f'<figure><img alt="difference" src="{data_uri(report_model.diverging_rgb(d, scale))}"></figure>'
             for d in diffs
         )
         parts.append(
@@ -552,7 +433,7 @@ def _base_frame_html(model: Any, trial: report_model.TestTrial, index: int) -> s
     original = report_model.to_rgb(trial.frames[index].astype(np.float32) / 255.0)
     decoded = report_model.to_rgb(model.decode(trial.latents[index])[0])
     cells = "".join(
-        f'<figure><img alt="{caption}" src="{_data_uri(image)}"><figcaption>{caption}</figcaption></figure>'
+        f'<figure><img alt="{caption}" src="{data_uri(image)}"><figcaption>{caption}</figcaption></figure>'
         for image, caption in ((original, "base frame"), (decoded, "its reconstruction"))
     )
     return f'<div class="strip base" style="--n:7">{cells}</div>'
@@ -562,7 +443,7 @@ def _movie_html(model: Any, trials: list[report_model.TestTrial]) -> tuple[str, 
     frames = report_model.movie_frames(model, trials)  # (S, L, C, H, W)
     names = report_model.latent_names(model)
     n_steps, n_dims = frames.shape[:2]
-    panels = [[_data_uri(report_model.to_rgb(frames[s, d])) for s in range(n_steps)] for d in range(n_dims)]
+    panels = [[data_uri(report_model.to_rgb(frames[s, d])) for s in range(n_steps)] for d in range(n_dims)]
     figs = "".join(
         f'<figure><img class="movie-frame" data-panel="{d}" alt="{esc(name)}" src="{panels[d][0]}">'
         f"<figcaption><code>{esc(name)}</code></figcaption></figure>"
@@ -613,7 +494,13 @@ def build_page(run_dir: Path) -> tuple[Page, list[np.ndarray] | None]:
         page.sections.append(stage_section(run, page, stage))
     page.sections.append(curves_section(run, page))
     model = model_sections(run, page)
-    page.sections += [model.labels, model.traversals, model.movie, failures_section(run)]
+    page.sections += [model.labels, model.traversals, model.movie]
+    page.sections.append(evidence.activity_section(run, page))
+    loaded, failed = evidence.load_candidates(run)
+    page.sections.append(evidence.traversals_section(run, loaded, failed))
+    chosen, why_not = evidence.selected_model(run)
+    page.sections.append(evidence.scores_section(run, chosen, loaded, why_not))
+    page.sections.append(failures_section(run))
     return page, model.gif
 
 

@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from results_schema.columns import LABEL_LEAKAGE_U, MEAN_ABS_CORR_U, MU_VAR_U
+
 # What the beta and seeds sections compare, as result-table columns.
 STAGE_METRICS: tuple[str, ...] = (
     "val_pixel_mse",
@@ -347,3 +349,63 @@ def label_traces(
         )  # fmt: skip
     fig.update_xaxes(title_text="frame", row=len(names), col=1)
     return _layout(fig, 150 + 170 * len(names), title={"text": title, "x": 0.01})
+
+
+# -- evidence across candidates ---------------------------------------------------------------
+INACTIVE = "#d62728"  # a collapsed latent or trial, in every evidence figure
+ACTIVE = COLOURS[0]
+DIM_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "pentagon", "star-triangle-up")
+VARIANCE_FLOOR = 1e-12  # a variance of exactly 0 is drawn here on the log axis (hover says 0)
+
+
+def activity_chart(panels: Sequence[tuple[str, list[str], list[list[float]], float]]) -> go.Figure:
+    """Per-latent activity of each candidate: one panel per stage, ``(title, trial names, per
+    trial its val_mu_var_u, the stage's min_active_var)``. A point per z_u dimension (its symbol
+    says which), red where it is below the threshold (a dashed line); log y, since a collapsed
+    latent sits decades below a live one."""
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True,
+                        horizontal_spacing=0.04)  # fmt: skip
+    n_dims = max((len(v) for _, _, values, _ in panels for v in values), default=0)
+    for col, (_, names, values, threshold) in enumerate(panels, start=1):
+        for d in range(n_dims):
+            xs = [n for n, v in zip(names, values, strict=True) if d < len(v)]
+            ys = [v[d] for v in values if d < len(v)]
+            fig.add_trace(
+                go.Scatter(
+                    x=xs, y=[max(y, VARIANCE_FLOOR) for y in ys], mode="markers", name=f"z_u_{d}",
+                    legendgroup=f"z_u_{d}", showlegend=col == 1,
+                    marker={"symbol": DIM_SYMBOLS[d % len(DIM_SYMBOLS)], "size": 11,
+                            "color": [INACTIVE if not y >= threshold else ACTIVE for y in ys]},
+                    customdata=ys,
+                    hovertemplate=f"%{{x}}<br>z_u_{d}: val_mu_var_u %{{customdata:.3g}}<extra></extra>",
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+        fig.add_hline(
+            y=threshold, line={"dash": "dash", "color": "#777"}, row=1, col=col,
+            annotation_text=f"min_active_var {threshold:g}", annotation_position="bottom right",
+        )  # fmt: skip
+    fig.update_yaxes(type="log", title_text=MU_VAR_U, row=1, col=1)
+    return _layout(fig, 380, title={"text": "active units: red below the stage's threshold", "x": 0.01})
+
+
+def leakage_chart(
+    names: Sequence[str], correlation: Sequence[float], leakage: Sequence[float], collapsed: Sequence[bool]
+) -> go.Figure:
+    """Label leakage beside the beta statistic for each candidate (``names``: one per trial, in
+    stage order); collapsed trials (excluded by their stage's rule) red, the others blue."""
+    metrics = (MEAN_ABS_CORR_U, LABEL_LEAKAGE_U)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=metrics, horizontal_spacing=0.08)
+    colours = [INACTIVE if c else ACTIVE for c in collapsed]
+    for col, (metric, values) in enumerate(zip(metrics, (correlation, leakage), strict=True), start=1):
+        fig.add_trace(
+            go.Scatter(
+                x=list(names), y=list(values), mode="markers", name=metric, showlegend=False,
+                marker={"size": 11, "color": colours},
+                hovertemplate=f"%{{x}}<br>{metric} %{{y:.3g}}<extra></extra>",
+            ),
+            row=1, col=col,
+        )  # fmt: skip
+    fig.update_yaxes(rangemode="tozero")
+    title = "per candidate (red: collapsed, excluded by the rule)"
+    return _layout(fig, 380, title={"text": title, "x": 0.01})

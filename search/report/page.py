@@ -67,6 +67,13 @@ th { background: #f8f9fb; font-weight: 600; white-space: nowrap; }
 table.narrow { width: auto; min-width: 320px; }
 .strip.base { margin-bottom: 8px; }
 tr.chosen td { background: #fff4e5; font-weight: 600; }
+tr.collapsed td { color: var(--failed); }
+.candidates { display: flex; gap: 18px; overflow-x: auto; align-items: flex-start; padding-bottom: 8px; }
+.candidate { flex: 0 0 auto; width: 300px; border: 1px solid var(--line); border-radius: 8px;
+  padding: 6px 10px; }
+.candidate h4 { margin: 4px 0; font-size: 13px; } .candidate .row-name { font-size: 12px; margin-top: 6px; }
+.candidate .strip { grid-template-columns: repeat(var(--n), minmax(0, 1fr)); gap: 2px; }
+.candidate .caption { font-size: 12px; color: var(--muted); margin: 6px 0 0; }
 details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; font-size: 14px; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; font-variant-numeric: tabular-nums; }

@@ -27,9 +27,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from psvae.files import write_json_atomic
+from results_schema.columns import (
+    LABEL_LEAKAGE_U,
+    MEAN_ABS_CORR_U,
+    MU_VAR_U,
+    REUSED_FROM,
+    STAGE,
+    STATUS,
+    TRIAL_ID,
+)
 from search import results, scheduler, selection
 from search.cli import main
 from search.report import build as report
+from search.report import figures as report_figures
 from search.report.refresh import ReportRefresher
 from search.rundir import OPTUNA_JOURNAL, RunDir
 from tests.conftest import trial_folders
@@ -41,8 +51,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the quick demo; the page tes
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SECTIONS = [
     "summary", "stage-alpha", "stage-beta", "stage-seeds", "curves",
-    "labels", "traversals", "movie", "failures",
+    "labels", "traversals", "movie", "activity", "candidates", "scores", "failures",
 ]  # fmt: skip
+N_LATENTS = 6  # the limbs scene: 4 labels + 2 unsupervised latents
 # What the page itself says about its sections, figures and images.
 INSPECT = """(() => {
   const drawn = (gd, selector) =>
@@ -139,8 +150,9 @@ def test_quick_demo_report_draws_every_section_in_chromium(demo_run: Path, brows
     page = inspect_page(browser, index, "report.png")
     assert page["sections"] == [[s, "done"] for s in SECTIONS]
     # the base frame and its reconstruction, traversal rows and their differences, movie panels
-    # (the limbs scene: 4 labels + 2 unsupervised latents)
-    assert len(page["images"]) == 2 + 2 * 6 * 7 + 6
+    # (the limbs scene: 4 labels + 2 unsupervised latents), and the same rows for every candidate fit
+    n_fits = len(candidate_fits(demo_run))
+    assert len(page["images"]) == 2 + 2 * N_LATENTS * 7 + N_LATENTS + n_fits * 2 * N_LATENTS * 7
     by_section = {f["section"] for f in page["figures"]}
     assert {"stage-alpha", "stage-beta", "stage-seeds", "curves", "labels"} <= by_section
     assert len([f for f in page["figures"] if f["section"] == "stage-alpha"]) == 2  # sweep, trade-off
@@ -152,7 +164,7 @@ def test_quick_demo_report_draws_every_section_in_chromium(demo_run: Path, brows
     # the limbs scene: four labelled limb tips and two unsupervised latents
     for name in ("z_s_left_x", "z_s_left_y", "z_s_right_x", "z_s_right_y", "z_u_0", "z_u_1"):
         assert f"<code>{name}</code>" in traversals
-    assert traversals.count('class="strip diff"') == 6
+    assert traversals.count('class="strip diff"') == N_LATENTS
     gif = demo_run / "report" / report.MOVIE_GIF
     from PIL import Image
 
@@ -224,7 +236,16 @@ def test_a_run_in_progress_shows_alpha_and_marks_the_rest_pending(
     sections = sections_of(index)
     assert list(sections) == SECTIONS
     assert sections["stage-alpha"][0] == "done" and sections["stage-alpha"][1].count("data-figure") == 2
-    for pending in ("stage-beta", "stage-seeds", "labels", "traversals", "movie"):
+    for pending in (
+        "stage-beta",
+        "stage-seeds",
+        "labels",
+        "traversals",
+        "movie",
+        "activity",
+        "candidates",
+        "scores",
+    ):
         assert sections[pending][0] == "pending", pending
     beta = sections["stage-beta"][1]
     assert "running: 3 trial(s) started, 1 finished" in beta  # the reused one never ran
@@ -233,7 +254,8 @@ def test_a_run_in_progress_shows_alpha_and_marks_the_rest_pending(
     assert "not started" in sections["stage-seeds"][1]
     assert sections["curves"][1].count("data-figure") == 2  # alpha's curves and beta's so far
     page = inspect_page(browser, index, "report-in-progress.png")
-    assert {f["section"] for f in page["figures"]} == {"stage-alpha", "stage-beta", "curves"}
+    # activity: the trials finished so far
+    assert {f["section"] for f in page["figures"]} == {"stage-alpha", "stage-beta", "curves", "activity"}
 
 
 def test_a_run_whose_first_stage_is_running_is_all_pending(demo_run: Path, tmp_path: Path) -> None:
@@ -247,7 +269,7 @@ def test_a_run_whose_first_stage_is_running_is_all_pending(demo_run: Path, tmp_p
 
     sections = sections_of(report.write_report(run_dir))
     assert list(sections) == SECTIONS
-    assert [state for state, _ in sections.values()] == ["pending"] * 8 + ["done"]  # nothing failed
+    assert [state for state, _ in sections.values()] == ["pending"] * 11 + ["done"]  # nothing failed
     assert "running: 0 trial(s) started" in sections["stage-alpha"][1]
     assert "data-figure" not in "".join(body for _, body in sections.values())
 
@@ -303,6 +325,141 @@ def test_a_failed_trial_is_listed_and_the_report_still_renders(
     assert not list(run_dir.glob(".report*"))
     page = inspect_page(browser, index, "report-failed-trial.png")
     assert page["sections"] == [[s, "done"] for s in SECTIONS]
+
+
+# -- evidence across candidates -------------------------------------------------------------------
+def candidate_trials(run_dir: Path) -> Any:
+    """The completed trials of the beta and seeds stages, from the run's own table."""
+    trials = RunDir.open(run_dir).results_table("trials")
+    return trials[trials[STAGE].isin(["beta", "seeds"]) & (trials[STATUS] == "completed")]
+
+
+def candidate_fits(run_dir: Path) -> dict[str, list[str]]:
+    """fit (the trial whose model it is) -> the candidate trials that are that fit."""
+    fits: dict[str, list[str]] = {}
+    for _, row in candidate_trials(run_dir).iterrows():
+        reused = row[REUSED_FROM]
+        fits.setdefault(reused if isinstance(reused, str) else row[TRIAL_ID], []).append(row[TRIAL_ID])
+    return fits
+
+
+def page_figures(index: Path) -> list[dict[str, Any]]:
+    """The page's Plotly figures, as the page carries them (JSON)."""
+    found = re.search(r'<script type="application/json" id="figures">(.*?)</script>', index.read_text(), re.S)
+    assert found
+    return list(json.loads(found.group(1)).values())
+
+
+def titled(figures: list[dict[str, Any]], panel: str) -> dict[str, Any]:
+    """The one figure with a panel titled ``panel``."""
+    found = [f for f in figures if panel in [a.get("text") for a in f["layout"].get("annotations", [])]]
+    assert len(found) == 1, [f["layout"].get("title") for f in figures]
+    return found[0]
+
+
+def largest_change(run_dir: Path, checkpoint: str) -> float:
+    """The largest |difference| of a trial's traversal rows, computed here from its bundle."""
+    import numpy as np
+
+    from psvae.export import load_model
+    from search.report import model as report_model
+
+    model = load_model(run_dir / checkpoint / "model")
+    trials = report_model.read_test_trials([run_dir / "inputs" / "synthetic.h5"], model)
+    rows = report_model.traversals(model, trials)
+    return max(
+        float(np.abs(report_model.difference(f, row.frames[0])).max()) for row in rows for f in row.frames
+    )
+
+
+def test_every_candidate_has_its_traversals_on_one_scale_with_its_leakage_and_scores(demo_run: Path) -> None:
+    index = demo_run / "report" / "index.html"  # written by the search after its last stage
+    sections = sections_of(index)
+    assert all(sections[s][0] == "done" for s in ("activity", "candidates", "scores"))
+    figures_html = sections["candidates"][1]
+    pattern = r'<div class="candidate" data-trials="([^"]+)" data-fit="([^"]+)" data-scale="([^"]+)"'
+    blocks = re.findall(pattern, figures_html)
+    fits = candidate_fits(demo_run)
+    assert len(fits) < len(candidate_trials(demo_run))  # the demo reuses fits: drawn once each
+    assert {fit: sorted(trials.split()) for trials, fit, _ in blocks} == {
+        f: sorted(t) for f, t in fits.items()
+    }
+    assert len(blocks) == len(fits) and "Unavailable:" not in figures_html
+    assert figures_html.count('class="strip diff"') == len(fits) * N_LATENTS
+    # one scale for every figure: the largest change over all the candidates' rows, computed here
+    scales = {float(scale) for _, _, scale in blocks}
+    captions = re.findall(r"shared scale ±<span class=scale>([^<]+)</span>", figures_html)
+    assert len(scales) == 1 and len(captions) == len(fits) and len(set(captions)) == 1
+    checkpoints = candidate_trials(demo_run).drop_duplicates("checkpoint")["checkpoint"]
+    expected = max(largest_change(demo_run, c) for c in checkpoints)
+    assert expected > 0 and abs(scales.pop() - expected) <= 1e-6 * expected
+    assert abs(float(captions[0]) - expected) <= 1e-5 * expected
+    assert "reused" in figures_html and "chosen by its stage" in figures_html
+    # leakage per candidate, beside |r|, in the figure and the table
+    trials = candidate_trials(demo_run)
+    leakage = titled(page_figures(index), LABEL_LEAKAGE_U)
+    drawn = leakage["data"][1]["y"]
+    assert len(drawn) == len(trials) and sorted(drawn) == sorted(trials[LABEL_LEAKAGE_U].tolist())
+    assert leakage["data"][0]["y"] and sorted(leakage["data"][0]["y"]) == sorted(
+        trials[MEAN_ABS_CORR_U].tolist()
+    )
+    table = sections["activity"][1]
+    for _, row in trials.iterrows():
+        assert report.fmt(row[LABEL_LEAKAGE_U]) in table
+    # the data has its factors file: the chosen model, the PCA floor and every candidate scored
+    scores = sections["scores"][1]
+    assert "chosen model" in scores and "pixel PCA" in scores and "MIG (jaw, tail)" in scores
+    assert all(f"({fit})" in scores for fit in fits)
+
+
+def test_a_collapsed_latent_is_red_and_without_factors_there_are_no_scores(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    """A copy of the run in which one beta trial's first z_u dimension has collapsed (its
+    val_mu_var_u edited below the stage's threshold, the decision taken again) and whose data
+    has lost its factors file."""
+    import pandas as pd
+
+    run_dir = tmp_path / "collapsed"
+    shutil.copytree(demo_run, run_dir, ignore=shutil.ignore_patterns("report", "export"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    record = manifest["stages"]["beta"]
+    threshold = record["decision"]["params"]["min_active_var"]
+    stage_file = run_dir / "results" / "trials" / "stage-beta" / "part-0.parquet"
+    rows = pq.read_table(stage_file).to_pylist()
+    victim = next(r for r in rows if r[TRIAL_ID] != record["decision"]["trial_id"] and not r[REUSED_FROM])
+    assert all(v >= threshold for r in rows for v in r[MU_VAR_U])  # the demo's own: all active
+    victim[MU_VAR_U] = [threshold / 1000, *victim[MU_VAR_U][1:]]
+    results.write_stage(run_dir / "results", "trials", "beta", rows)
+    decision = selection.select(
+        record["decision"]["rule"], pd.DataFrame(rows), **record["decision"]["params"]
+    )
+    assert decision.trial_id == record["decision"]["trial_id"]
+    record["decision"] = decision.to_dict() | {"checkpoint": record["decision"]["checkpoint"]}
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    (run_dir / "inputs" / "synthetic.h5.factors.npz").unlink()
+
+    index = report.write_report(run_dir)
+    figures = page_figures(index)
+    activity = titled(figures, "β stage")
+    beta = [t for t in activity["data"] if t.get("xaxis", "x") == "x2"]  # the second panel: beta
+    assert beta, [t.get("xaxis") for t in activity["data"]]
+    z_u_0 = next(t for t in beta if t["name"] == "z_u_0")
+    names = z_u_0["x"]
+    colours = z_u_0["marker"]["color"]
+    red = report_figures.INACTIVE
+    position = names.index(next(n for n in names if n.startswith(f"beta={victim['beta']:g}")))
+    assert colours[position] == red and colours.count(red) == 1
+    assert all(c != red for t in beta if t is not z_u_0 for c in t["marker"]["color"])
+    leakage = titled(figures, LABEL_LEAKAGE_U)
+    labels = leakage["data"][1]["x"]
+    flagged = [x for x, c in zip(labels, leakage["data"][1]["marker"]["color"], strict=True) if c == red]
+    assert len(flagged) == 1 and flagged[0].startswith(f"β stage: beta={victim['beta']:g}")
+    sections = sections_of(index)
+    assert re.search(rf"<tr class='collapsed'><td>beta</td><td>{victim[TRIAL_ID]} ", sections["activity"][1])
+    assert "collapsed: excluded by its stage" in sections["candidates"][1]
+    assert sections["scores"][0] == "done" and "None: the data has no factors file" in sections["scores"][1]
+    assert "<table" not in sections["scores"][1]
 
 
 # -- the command line and the driver's hook --------------------------------------------------------

@@ -477,3 +477,11 @@ def test_unknown_schema_versions_are_refused_in_one_line(tmp_path: Path, version
     with pytest.raises(ValueError, match=r"schema version") as err:
         read_table(tmp_path, "trials")
     assert "\n" not in str(err.value) and str(path) in str(err.value) and "reads 2, 3, 4" in str(err.value)
+
+
+def test_every_named_column_is_a_trials_column() -> None:
+    """The constants of results_schema.columns name real columns, so a reader using them reads data."""
+    from results_schema import columns
+
+    names = {v for k, v in vars(columns).items() if k.isupper() and isinstance(v, str)}
+    assert names and names <= set(trials_schema().names), names - set(trials_schema().names)
