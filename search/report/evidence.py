@@ -17,8 +17,11 @@ saying why, never a failed report.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -400,12 +403,64 @@ def _candidate_html(figure: Drawn, scale: float, n_figures: int) -> str:
 
 
 # -- ground truth ---------------------------------------------------------------------------------
+SCORES_CACHE = ".scores-cache"
+"""A folder in the run, beside report/: the scores of finished fits, which never change. The
+report is rebuilt while the search runs; with them kept, each rebuild scores only the fits that
+are new (scoring encodes every frame: a few seconds a model, the PCA floor more)."""
+
+
+def _file_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _cached_scores(run: Run, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` (a CodeScores), or what it returned before for ``key``. A cache that
+    cannot be read or written is passed by: the scores are computed again."""
+    from psvae.files import write_text_atomic
+    from psvae.scores import CodeScores
+
+    path = run.path / SCORES_CACHE / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+    try:
+        return CodeScores(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    scores = compute()
+    try:
+        path.parent.mkdir(exist_ok=True)
+        write_text_atomic(path, json.dumps(dataclasses.asdict(scores)))  # NaN kept as NaN
+    except OSError:
+        pass  # a run folder this process cannot write to
+    return scores
+
+
+def _score_all(
+    run: Run, data: Path, factors: Path, selected_model: Any, loaded: dict[str, Any]
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(the ground truth, the chosen model's scores, the PCA floor's, each candidate fit's),
+    from :data:`SCORES_CACHE` where they were computed before."""
+    from psvae.scores import pca_baseline, read_ground_truth, score_fitted
+
+    files = f"{_file_key(data)}|{_file_key(factors)}"
+    truth = read_ground_truth(data, factors)
+    checkpoints = {c.fit: c.row.get(CHECKPOINT) for c in candidates(run)}
+
+    def scored(model: Any, checkpoint: Any) -> Any:
+        return _cached_scores(run, f"model|{checkpoint}|{files}", lambda: score_fitted(model, truth, data))
+
+    chosen = scored(selected_model, run.manifest["selected"].get("checkpoint"))
+    net = selected_model.network
+    layout = (net.n_supervised, net.n_background, net.n_unsupervised)
+    pca = _cached_scores(run, f"pca|{layout}|{files}", lambda: pca_baseline(truth, *layout))
+    others = {fit: scored(model, checkpoints.get(fit)) for fit, (model, _) in loaded.items()}
+    return truth, chosen, pca, others
+
+
 def scores_section(
     run: Run, selected_model: Any, loaded: dict[str, Any], failed_selected: str | None
 ) -> Section:
     """``psvae score`` for the chosen model beside the pixel-PCA floor, and for every candidate,
     when the run's data file has its factors file beside it; no section content otherwise."""
-    from psvae.scores import pca_baseline, read_ground_truth, score_fitted
     from psvae.synthetic import factors_path
 
     title = "Ground-truth scores"
@@ -435,11 +490,8 @@ def scores_section(
     ]
     for data, factors in with_factors:
         try:
-            truth = read_ground_truth(data, factors)
-            chosen = score_fitted(selected_model, truth, data)
-            net = selected_model.network
-            pca = pca_baseline(truth, net.n_supervised, net.n_background, net.n_unsupervised)
-            others = [(names[fit], score_fitted(model, truth, data)) for fit, (model, _) in loaded.items()]
+            truth, chosen, pca, scored = _score_all(run, data, factors, selected_model, loaded)
+            others = [(names[fit], scores) for fit, scores in scored.items()]
         except (UserError, OSError, KeyError, ValueError) as err:
             parts.append(f'<p class="error">Unavailable: {esc(err)}</p>')
             continue
