@@ -18,7 +18,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from psvae.config import FitConfig
 from psvae.data import FrameData
 from psvae.errors import ConfigError
 from psvae.family import FAMILY
+from psvae.files import atomic_path
 from psvae.losses import SIGMA_X_FLOOR, LossWeights, calibrated_sigma_x, family_loss, weights_for_epoch
 from psvae.metrics import (
     EpochAccumulator,
@@ -547,10 +547,8 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(Path(path)) as tmp:
+            torch.save(self.state_dict(), tmp)
 
     def restore(self, path: str | Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)

@@ -163,14 +163,13 @@ def _disk_is_full(path: Path, room: int = 1 << 20) -> bool:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    import os
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from psvae.data import frame_shape_of, read_labels, read_trials
     from psvae.export import load_model
+    from psvae.files import atomic_path
     from results_schema import latents_schema
 
     out = Path(args.out)
@@ -207,9 +206,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         {f.name: pa.array(np.concatenate(columns[f.name]), type=f.type) for f in schema}, schema=schema
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
     print(f"wrote {out}: {table.num_rows} frames from {len(args.data)} file(s)")
     return 0
 
