@@ -143,14 +143,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"{args.out}: no space left on device ({' '.join(str(err).split())[:120]}); free space there "
             "and run the same command again: the fit goes on from its last checkpoint"
         ) from None
+    from results_schema import columns as col
+
     m = summary.metrics
     if summary.status == "diverged":
         print(f"fit diverged after {summary.epochs_run} epochs (non-finite loss); see {args.out}/metrics.csv")
         return 1
     print(
         f"done: {summary.epochs_run} epochs, best epoch {summary.best_epoch}; "
-        f"val label R2 {m['val_label_r2']:.3f}, val pixel MSE {m['val_pixel_mse']:.3g}, "
-        f"test label R2 {m['test_label_r2']:.3f}\nmodel bundle: {Path(args.out) / 'model'}"
+        f"val label R2 {m[col.VAL_LABEL_R2]:.3f}, val pixel MSE {m[col.VAL_PIXEL_MSE]:.3g}, "
+        f"test label R2 {m[col.TEST_LABEL_R2]:.3f}\nmodel bundle: {Path(args.out) / 'model'}"
     )
     return 0
 

@@ -26,13 +26,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from psvae.files import atomic_path
+from results_schema import columns as col
 from results_schema import epochs_schema, trials_schema
 from results_schema.tables import READABLE_VERSIONS
 
 TABLES: dict[str, Callable[[], pa.Schema]] = {"trials": trials_schema, "epochs": epochs_schema}
 SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "trials": ("stage", "trial_id"),
-    "epochs": ("stage", "trial_id", "epoch"),
+    "trials": (col.STAGE, col.TRIAL_ID),
+    "epochs": (col.STAGE, col.TRIAL_ID, col.EPOCH),
 }
 STAGE_DIR_PREFIX = "stage-"
 PART_FILE = "part-0.parquet"
@@ -68,8 +69,10 @@ def _to_arrow(schema: pa.Schema, stage: str, rows: Sequence[Mapping[str, Any]]) 
         for name in required:
             if row.get(name) is None:
                 raise ValueError(f"row {i}: column {name!r} is missing or null but may not be null")
-        if row["stage"] != stage:
-            raise ValueError(f"row {i}: column 'stage' is {row['stage']!r} but this is stage {stage!r}")
+        if row[col.STAGE] != stage:
+            raise ValueError(
+                f"row {i}: column {col.STAGE!r} is {row[col.STAGE]!r} but this is stage {stage!r}"
+            )
     arrays = []
     for field in schema:
         values = [row.get(field.name) for row in rows]
