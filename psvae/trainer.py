@@ -1,4 +1,4 @@
-"""Fitting one PS-VAE (``model.md`` §5). Plain PyTorch; knows nothing about Ray.
+"""Fitting one PS-VAE (``docs/model.md`` §5). Plain PyTorch; knows nothing about Ray.
 
     trainer = Trainer(config, data)
     for result in trainer.epochs():      # one EpochResult per epoch
