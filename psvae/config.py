@@ -99,7 +99,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of the six-term PS-VAE objective (``model.md`` §4)."""
+    """Weights of the six-term PS-VAE objective (``docs/model.md`` §4)."""
 
     alpha: float = 1000.0  # weight of the label log-likelihood; never annealed
     beta: float = 1.0  # weight of the total correlation of the unsupervised latents

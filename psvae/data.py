@@ -1,4 +1,4 @@
-"""Behavioural video data in the BehaveNet HDF5 layout (``model.md`` §1).
+"""Behavioural video data in the BehaveNet HDF5 layout (``docs/model.md`` §1).
 
 One file per session::
 

@@ -32,9 +32,7 @@ import contextlib
 import csv
 import io
 import math
-import os
 import pickle
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ import h5py
 import numpy as np
 
 from psvae.errors import DataError, UserError
+from psvae.files import atomic_path
 from psvae.model import MIN_FRAME_SIZE
 from psvae.paths import missing_reason
 
@@ -527,19 +526,8 @@ def import_sessions(
                 f"both would write {target}"
             )
     out.mkdir(parents=True, exist_ok=True)
-    staged: list[Path] = []
-    try:
-        summaries = []
-        for plan in plans:
-            handle, name = tempfile.mkstemp(prefix=f".{plan.target.name}.", suffix=".tmp", dir=out)
-            os.close(handle)
-            staged.append(Path(name))
-            summaries.append(_write(plan, staged[-1], options))
+    with contextlib.ExitStack() as stack:  # each file goes into place as the stack unwinds cleanly
+        summaries = [_write(plan, stack.enter_context(atomic_path(plan.target)), options) for plan in plans]
         for plan in plans:  # the targets may have appeared meanwhile
             check_replaceable_file(plan.target, force)
-        for plan, path in zip(plans, staged, strict=True):
-            os.replace(path, plan.target)
-        return summaries
-    finally:
-        for path in staged:
-            path.unlink(missing_ok=True)  # our own temporary files (already renamed when all went well)
+    return summaries

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -36,15 +38,57 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename it into place:
-    a crash leaves either the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+TEMP_MARK = ".psvae-tmp-"
+"""In the name of every temporary file the project writes beside its target (tests look for
+leftovers by it)."""
+
+
+def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """A fresh name in ``path``'s folder for a file that is to become ``path``: hidden (Parquet
+    dataset readers skip names starting with "."), unique to this process and call (two writers
+    never share one), ending in ``suffix`` (``np.savez`` adds ".npz" to a name without it).
+    Nothing is created."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def move_into_place(tmp: Path, path: Path) -> None:
+    """Flush the written file ``tmp`` to disk, then rename it to ``path`` (atomic: both are in
+    one folder) and flush the folder entry where the platform allows."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # not possible on every platform or file system
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """The one way a file is written whole: a temporary path beside ``path`` (not yet created)
+    for any writer (text, ``torch.save``, h5py, pyarrow, ...) to write to. When the block ends
+    without an error the file is flushed and renamed into place, so a reader, or a run restored
+    after a crash or a full disk, sees the old file or the new one, never a part; on an error
+    the temporary file is removed and ``path`` is left as it was. Checks of whether ``path``
+    may be replaced at all (:func:`check_replaceable`) belong to the caller, before or inside
+    the block."""
+    tmp = temp_beside(path, suffix)
+    try:
+        yield tmp
+        move_into_place(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # ours: a unique name; already gone once it is in place
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def owner(folder: Path) -> str | None:

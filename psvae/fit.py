@@ -6,7 +6,7 @@ The output directory holds::
     metrics.csv     one row per epoch (train_* and val_* metrics, weights in force)
     checkpoint.pt   resume state, rewritten atomically every epoch; removed when done
     model/          the bundle of the best checkpoint (see psvae.export)
-    summary.json    status, best epoch and val/test metrics of the best checkpoint
+    summary.json    status, best epoch, label names and val/test metrics of the best checkpoint
 
 Running the same command again on an unfinished directory continues the fit from its
 checkpoint. A directory holding anything else is never written into.
@@ -33,6 +33,7 @@ from psvae.trainer import EpochResult, FitSummary, Trainer
 
 FIT_FILE = "fit.json"
 CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"  # FitSummary.to_json(), the shape a search trial's last checkpoint holds too
 
 
 def _describe(data_paths: list[str], cfg: FitConfig) -> dict[str, Any]:
@@ -161,16 +162,7 @@ def run_fit(
             extra={"best_epoch": summary.best_epoch, "status": summary.status},
             provenance=record,
         )
-    write_json_atomic(
-        out_dir / "summary.json",
-        {
-            "status": summary.status,
-            "precision": summary.precision,
-            "epochs_run": summary.epochs_run,
-            "best_epoch": summary.best_epoch,
-            "metrics": summary.metrics,
-        },
-    )
+    write_json_atomic(out_dir / SUMMARY, summary.to_json())
     if summary.status == "completed":
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return summary

@@ -1,4 +1,4 @@
-"""The PS-VAE objective (``model.md`` §4) as pure functions.
+"""The PS-VAE objective (``docs/model.md`` §4) as pure functions.
 
     loss = NLL_frames + alpha * NLL_labels' + KL_s + k_e * MI_u + beta_e * TC_u + k_e * DWKL_u
 
@@ -208,7 +208,7 @@ def psvae_loss(
     }
 
 
-# -- the other members of the family (model.md section 7) --------------------------------
+# -- the other members of the family (``docs/model.md`` §7) --------------------------------
 
 
 def triplet_loss(mu_b: Tensor, session: Tensor, margin: float = 1.0) -> Tensor:

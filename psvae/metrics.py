@@ -1,4 +1,4 @@
-"""Metrics of a fit (``model.md`` §6). Names match the loss terms and the result columns.
+"""Metrics of a fit (``docs/model.md`` §6). Names match the loss terms and the result columns.
 
 Per epoch (train and val): the loss terms, ``pixel_mse`` (mean over unmasked pixels),
 ``label_mse`` (z-scored units, over unmasked entries) and ``label_r2`` (variance-weighted over

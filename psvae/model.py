@@ -1,4 +1,4 @@
-"""The PS-VAE network (``model.md`` §2-3).
+"""The PS-VAE network (``docs/model.md`` §2-3).
 
 Encoder: convolutions with TensorFlow-style "same" padding and LeakyReLU(0.05), then two
 linear heads for the posterior mean and log-variance of all L = K + B + U latents. Decoder:

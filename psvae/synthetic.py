@@ -31,12 +31,13 @@ ground truth adds the session index (``session`` in each ``.factors.npz``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from psvae.files import move_into_place, temp_beside
 
 FACTOR_NAMES = ("x", "y", "scale", "brightness")  # the blob scene's factors
 WRITTEN_BY = "psvae synthetic"  # the root attribute ``written_by`` of every file written here
@@ -292,7 +293,7 @@ def write(
     factor_names, label_names = scene_names(spec.scene)
     names = [f"trial_{i:04d}" for i in range(spec.n_trials)]
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(path)
     with h5py.File(tmp, "w") as f:
         f.attrs["written_by"] = WRITTEN_BY
         images, label_group = f.create_group("images"), f.create_group("labels")
@@ -301,14 +302,14 @@ def write(
             images.create_dataset(name, data=frames[i])
             label_group.create_dataset(name, data=labels[i])
     fpath = factors_path(path)
-    ftmp = fpath.with_name(f".{fpath.name}.{os.getpid()}.tmp.npz")
+    ftmp = temp_beside(fpath, suffix=".npz")
     arrays: dict[str, np.ndarray] = {"names": np.array(factor_names)}
     if session is not None:
         arrays["session"] = np.array(session)
     arrays.update({n: factors[i] for i, n in enumerate(names)})
     np.savez(ftmp, **arrays)  # type: ignore[arg-type]
-    os.replace(ftmp, fpath)
-    os.replace(tmp, path)
+    move_into_place(ftmp, fpath)
+    move_into_place(tmp, path)  # last: a data file always has its factors beside it
     return path
 
 

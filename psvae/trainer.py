@@ -1,4 +1,4 @@
-"""Fitting one PS-VAE (``model.md`` §5). Plain PyTorch; knows nothing about Ray.
+"""Fitting one PS-VAE (``docs/model.md`` §5). Plain PyTorch; knows nothing about Ray.
 
     trainer = Trainer(config, data)
     for result in trainer.epochs():      # one EpochResult per epoch
@@ -18,7 +18,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from psvae.config import FitConfig
 from psvae.data import FrameData
 from psvae.errors import ConfigError
 from psvae.family import FAMILY
+from psvae.files import atomic_path, jsonable
 from psvae.losses import SIGMA_X_FLOOR, LossWeights, calibrated_sigma_x, family_loss, weights_for_epoch
 from psvae.metrics import (
     EpochAccumulator,
@@ -87,6 +87,22 @@ class FitSummary:
     epochs_run: int
     best_epoch: int | None
     metrics: dict[str, float] = field(default_factory=dict)
+    label_names: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The one ``summary.json`` shape, written by ``psvae fit`` into its folder and by a
+        search trial into its last checkpoint: status, precision, epochs run, best epoch, the
+        label names and the best checkpoint's metrics (non-finite values as null)."""
+        return jsonable(
+            {
+                "status": self.status,
+                "precision": self.precision,
+                "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch,
+                "label_names": list(self.label_names),
+                "metrics": self.metrics,
+            }
+        )
 
 
 def comparable_loss(stats: dict[str, float], sigma: float, alpha: float) -> float:
@@ -424,13 +440,13 @@ class Trainer:
         """Load the best weights and compute the per-fit metrics with them: one pass over
         each of val, test and train."""
         status = "diverged" if self.status == "diverged" else "completed"
+        names = tuple(self.data.label_stats.names)
         if self.best_state is None:
-            return FitSummary(status, self.precision, self.epoch, None, {})
+            return FitSummary(status, self.precision, self.epoch, None, {}, names)
         self.load_best()
         best = self.best_epoch
         assert best is not None
         metrics: dict[str, float] = {}
-        names = self.data.label_stats.names
         val_mu = val_logvar = np.zeros((0, self.model.n_codes), np.float32)
         for split in ("val", "test"):
             acc, latents = self._evaluate(split, keep_latents=True, epoch=best)
@@ -461,7 +477,7 @@ class Trainer:
                 n_sessions,
             )
             metrics["session_chance"] = 1.0 / n_sessions
-        return FitSummary(status, self.precision, self.epoch, self.best_epoch, metrics)
+        return FitSummary(status, self.precision, self.epoch, self.best_epoch, metrics, names)
 
     def _best_sigma_x(self, best: int) -> float:
         """The sigma_x of the best epoch: configured, or as calibrated then (``auto``: the mean
@@ -547,10 +563,8 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(Path(path)) as tmp:
+            torch.save(self.state_dict(), tmp)
 
     def restore(self, path: str | Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)

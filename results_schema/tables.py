@@ -15,6 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from results_schema import columns as col
+
 # version 2: the model family (model_class, delta, msp_alpha, n_background, session accuracy;
 # the kl_u, triplet and msp_latent terms); version 3: reused_from (a fit an earlier stage made), note
 # version 4 (trials) and 3 (epochs): the unsupervised latents' activity (docs/latents.md): sigma_x,
@@ -68,9 +70,9 @@ _EPOCH_PREFIX_TEXT = {
 
 # (name, type, nullable, description) of the key columns shared by both tables.
 _KEYS: list[tuple[str, pa.DataType, bool, str]] = [
-    ("run_id", pa.string(), False, "identifier of the search run"),
-    ("stage", pa.string(), False, "search stage that ran the trial (e.g. alpha, beta, seeds)"),
-    ("trial_id", pa.string(), False, "trial identifier, unique within the run"),
+    (col.RUN_ID, pa.string(), False, "identifier of the search run"),
+    (col.STAGE, pa.string(), False, "search stage that ran the trial (e.g. alpha, beta, seeds)"),
+    (col.TRIAL_ID, pa.string(), False, "trial identifier, unique within the run"),
 ]
 
 
@@ -78,35 +80,35 @@ _F64, _I32 = pa.float64(), pa.int32()
 
 LATENT_COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     (
-        "sigma_x",
+        col.SIGMA_X,
         _F64,
         True,
         "the sigma_x the fit used: the configured number, or for auto and auto-epoch the value "
         "calibrated in the best epoch (docs/latents.md)",
     ),
     (
-        "val_mu_var_u",
+        col.VAL_MU_VAR_U,
         pa.list_(_F64),
         True,
         "per unsupervised latent: variance over the validation frames of its posterior mean "
         "(about 0 for a collapsed latent; the prior's is 1)",
     ),
     (
-        "val_kl_u_per_dim",
+        col.VAL_KL_U_PER_DIM,
         pa.list_(_F64),
         True,
         "per unsupervised latent: mean KL(q(z_d|x) || N(0, 1)) on the validation frames, in nats "
         "(about 0 for a collapsed latent); null for the autoencoders",
     ),
     (
-        "n_active_u",
+        col.N_ACTIVE_U,
         _I32,
         True,
         "unsupervised latents whose val_mu_var_u is at least 0.01 (active units); null for the "
         "autoencoders, which have no prior to measure against",
     ),
     (
-        "label_leakage_u",
+        col.LABEL_LEAKAGE_U,
         _F64,
         True,
         "R^2 of the labels predicted from the unsupervised latents by a ridge regression on their "
@@ -115,19 +117,19 @@ LATENT_COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
         "label, about 0 when none leaks",
     ),
     (
-        "val_mi_net",
+        col.VAL_MI_NET,
         _F64,
         True,
         "val_mi - log N (N: validation frames): 0 for a posterior equal to the prior",
     ),
     (
-        "val_tc_net",
+        col.VAL_TC_NET,
         _F64,
         True,
         "val_tc - (U - 1) log N: 0 for a posterior equal to the prior",
     ),
     (
-        "val_dwkl_net",
+        col.VAL_DWKL_NET,
         _F64,
         True,
         "val_dwkl + U log N: 0 for a posterior equal to the prior",
@@ -135,7 +137,7 @@ LATENT_COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
 ]
 """The trials columns of version 4 that :func:`trial_columns_from_metrics` fills."""
 
-_PER_DIM = ("val_mu_var_u", "val_kl_u_per_dim")  # list columns, from the keys <column>_<i>
+_PER_DIM = (col.VAL_MU_VAR_U, col.VAL_KL_U_PER_DIM)  # list columns, from the keys <column>_<i>
 
 
 def trial_columns_from_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,9 +155,9 @@ def trial_columns_from_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
         pattern = re.compile(rf"{column}_(\d+)")
         found = {int(m.group(1)): float(v) for k, v in metrics.items() if (m := pattern.fullmatch(k))}
         row[column] = [found[i] for i in sorted(found)] if found else None
-    active = metrics.get("n_active_u")
-    row["n_active_u"] = None if active is None or not math.isfinite(float(active)) else int(active)
-    for key in ("sigma_x", "label_leakage_u", "val_mi_net", "val_tc_net", "val_dwkl_net"):
+    active = metrics.get(col.N_ACTIVE_U)
+    row[col.N_ACTIVE_U] = None if active is None or not math.isfinite(float(active)) else int(active)
+    for key in (col.SIGMA_X, col.LABEL_LEAKAGE_U, col.VAL_MI_NET, col.VAL_TC_NET, col.VAL_DWKL_NET):
         row[key] = number(key)
     return row
 
@@ -165,98 +167,103 @@ def trials_columns() -> list[tuple[str, pa.DataType, bool, str]]:
     f64, i32, s = pa.float64(), pa.int32(), pa.string()
     cols = list(_KEYS)
     cols += [
-        ("status", s, False, "how the trial ended: completed, diverged or failed"),
-        ("error", s, True, "why the trial diverged or failed; null when it completed"),
+        (col.STATUS, s, False, "how the trial ended: completed, diverged or failed"),
+        (col.ERROR, s, True, "why the trial diverged or failed; null when it completed"),
         (
-            "model_class",
+            col.MODEL_CLASS,
             s,
             True,
             "the model: ps-vae, msps-vae, cond-ae, cond-ae-msp, vae (beta-VAE) or beta-tcvae",
         ),
-        ("alpha", f64, True, "hyperparameter alpha: weight of the label log-likelihood"),
+        (col.ALPHA, f64, True, "hyperparameter alpha: weight of the label log-likelihood"),
         (
-            "beta",
+            col.BETA,
             f64,
             True,
             "hyperparameter beta: weight of the total correlation of the unsupervised latents",
         ),
         (
-            "delta",
+            col.DELTA,
             f64,
             True,
             "hyperparameter delta (msps-vae): weight of the triplet loss on the background latents",
         ),
         (
-            "msp_alpha",
+            col.MSP_ALPHA,
             f64,
             True,
             "hyperparameter msp_alpha (cond-ae-msp): weight of the label and projection terms",
         ),
-        ("n_unsupervised", i32, True, "hyperparameter: number of unsupervised latents"),
-        ("n_background", i32, True, "number of background latents (msps-vae; 0 for the other classes)"),
-        ("seed_model", i32, True, "hyperparameter: seed of the network initialisation"),
-        ("epochs_run", i32, True, "number of epochs trained"),
+        (col.N_UNSUPERVISED, i32, True, "hyperparameter: number of unsupervised latents"),
+        (col.N_BACKGROUND, i32, True, "number of background latents (msps-vae; 0 for the other classes)"),
+        (col.SEED_MODEL, i32, True, "hyperparameter: seed of the network initialisation"),
+        (col.EPOCHS_RUN, i32, True, "number of epochs trained"),
         (
-            "best_epoch",
+            col.BEST_EPOCH,
             i32,
             True,
             "epoch (from 0) with the lowest validation loss; its weights give the metrics",
         ),
-        ("precision", s, True, "numeric precision of training as resolved (float32 or bf16)"),
-        ("wall_seconds", f64, True, "wall-clock time of the trial in seconds"),
-        ("val_loss", f64, True, "validation loss with the best weights, mean per frame"),
-        ("val_pixel_mse", f64, True, "validation mean squared error of the frames over unmasked pixels"),
-        ("val_label_mse", f64, True, "validation mean squared error of the labels (z-scored units)"),
-        ("val_label_r2", f64, True, "validation R^2 of the labels, variance-weighted over labels"),
-        ("val_mi", f64, True, "validation index-code mutual information of the unsupervised latents"),
-        ("val_tc", f64, True, "validation total correlation of the unsupervised latents"),
-        ("val_dwkl", f64, True, "validation dimension-wise KL of the unsupervised latents"),
-        ("test_loss", f64, True, "test loss with the best weights, mean per frame"),
-        ("test_pixel_mse", f64, True, "test mean squared error of the frames over unmasked pixels"),
-        ("test_label_mse", f64, True, "test mean squared error of the labels (z-scored units)"),
-        ("test_label_r2", f64, True, "test R^2 of the labels, variance-weighted over labels"),
+        (col.PRECISION, s, True, "numeric precision of training as resolved (float32 or bf16)"),
+        (col.WALL_SECONDS, f64, True, "wall-clock time of the trial in seconds"),
+        (col.VAL_LOSS, f64, True, "validation loss with the best weights, mean per frame"),
+        (col.VAL_PIXEL_MSE, f64, True, "validation mean squared error of the frames over unmasked pixels"),
+        (col.VAL_LABEL_MSE, f64, True, "validation mean squared error of the labels (z-scored units)"),
+        (col.VAL_LABEL_R2, f64, True, "validation R^2 of the labels, variance-weighted over labels"),
+        (col.VAL_MI, f64, True, "validation index-code mutual information of the unsupervised latents"),
+        (col.VAL_TC, f64, True, "validation total correlation of the unsupervised latents"),
+        (col.VAL_DWKL, f64, True, "validation dimension-wise KL of the unsupervised latents"),
+        (col.TEST_LOSS, f64, True, "test loss with the best weights, mean per frame"),
+        (col.TEST_PIXEL_MSE, f64, True, "test mean squared error of the frames over unmasked pixels"),
+        (col.TEST_LABEL_MSE, f64, True, "test mean squared error of the labels (z-scored units)"),
+        (col.TEST_LABEL_R2, f64, True, "test R^2 of the labels, variance-weighted over labels"),
         (
-            "train_mean_abs_corr_u",
+            col.TRAIN_MEAN_ABS_CORR_U,
             f64,
             True,
             "beta selection statistic: mean |r| over all pairs of unsupervised latents on training frames",
         ),
         (
-            "test_abs_corr_u01",
+            col.TEST_ABS_CORR_U01,
             f64,
             True,
             "|r| of unsupervised latents 0 and 1 on test frames (the reference implementation's variant)",
         ),
         (
-            "val_session_acc",
+            col.VAL_SESSION_ACC,
             f64,
             True,
             "with several sessions: accuracy on validation frames of a logistic-regression classifier "
             "predicting the session from the unsupervised latents (fit on training frames); "
             "near session_chance means no session information",
         ),
-        ("session_chance", f64, True, "1 / number of sessions: session_acc of a classifier that guesses"),
+        (col.SESSION_CHANCE, f64, True, "1 / number of sessions: session_acc of a classifier that guesses"),
         *LATENT_COLUMNS,
-        ("label_names", pa.list_(s), True, "names of the labels, in model order"),
-        ("val_label_r2_per_label", pa.list_(f64), True, "validation R^2 of each label, in label_names order"),
-        ("test_label_r2_per_label", pa.list_(f64), True, "test R^2 of each label, in label_names order"),
-        ("config_json", s, True, "the trial's full fit config as JSON, flat dotted keys"),
+        (col.LABEL_NAMES, pa.list_(s), True, "names of the labels, in model order"),
         (
-            "checkpoint",
+            col.VAL_LABEL_R2_PER_LABEL,
+            pa.list_(f64),
+            True,
+            "validation R^2 of each label, in label_names order",
+        ),
+        (col.TEST_LABEL_R2_PER_LABEL, pa.list_(f64), True, "test R^2 of each label, in label_names order"),
+        (col.CONFIG_JSON, s, True, "the trial's full fit config as JSON, flat dotted keys"),
+        (
+            col.CHECKPOINT,
             s,
             True,
             "the trial's last checkpoint, relative to the run directory "
             "(runs of psvae-tune 0.1: a path or URI)",
         ),
         (
-            "note",
+            col.NOTE,
             s,
             True,
             "what happened to the trial on its way, e.g. re-run from epoch 0 because its checkpoint "
             "was damaged",
         ),
         (
-            "reused_from",
+            col.REUSED_FROM,
             s,
             True,
             "the trial of an earlier stage whose fit this row reuses (the same full fit config: not run "
@@ -271,25 +278,30 @@ def epochs_columns() -> list[tuple[str, pa.DataType, bool, str]]:
     f64 = pa.float64()
     cols = list(_KEYS)
     cols += [
-        ("epoch", pa.int32(), False, "epoch index, from 0"),
-        ("status", pa.string(), True, "running, or diverged if a loss was not finite"),
-        ("alpha", f64, True, "weight of the label log-likelihood (never annealed)"),
-        ("beta_e", f64, True, "weight of the total correlation in force this epoch (beta * k_e)"),
-        ("k_e", f64, True, "annealing weight of the unsupervised KL terms this epoch, 0 to 1"),
+        (col.EPOCH, pa.int32(), False, "epoch index, from 0"),
+        (col.STATUS, pa.string(), True, "running, or diverged if a loss was not finite"),
+        (col.ALPHA, f64, True, "weight of the label log-likelihood (never annealed)"),
+        (col.BETA_E, f64, True, "weight of the total correlation in force this epoch (beta * k_e)"),
+        (col.K_E, f64, True, "annealing weight of the unsupervised KL terms this epoch, 0 to 1"),
         (
-            "sigma_x",
+            col.SIGMA_X,
             f64,
             True,
             "sigma_x in force this epoch: the configured number; auto: the mean over the epoch's "
             "training batches of each batch's calibrated value; auto-epoch: the value calibrated "
             "from the previous epoch (docs/latents.md)",
         ),
-        ("is_best", pa.bool_(), True, "whether this epoch had the lowest validation loss so far"),
-        ("seconds", f64, True, "wall-clock time of the epoch (training and validation) in seconds"),
+        (col.IS_BEST, pa.bool_(), True, "whether this epoch had the lowest validation loss so far"),
+        (col.SECONDS, f64, True, "wall-clock time of the epoch (training and validation) in seconds"),
     ]
     for prefix in ("train", "val"):
         cols += [
-            (f"{prefix}_{name}", f64, True, f"{_EPOCH_METRIC_TEXT[name]}; {_EPOCH_PREFIX_TEXT[prefix]}")
+            (
+                col.epoch_metric(prefix, name),
+                f64,
+                True,
+                f"{_EPOCH_METRIC_TEXT[name]}; {_EPOCH_PREFIX_TEXT[prefix]}",
+            )
             for name in EPOCH_METRICS
         ]
     return cols

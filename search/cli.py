@@ -143,14 +143,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"{args.out}: no space left on device ({' '.join(str(err).split())[:120]}); free space there "
             "and run the same command again: the fit goes on from its last checkpoint"
         ) from None
+    from results_schema import columns as col
+
     m = summary.metrics
     if summary.status == "diverged":
         print(f"fit diverged after {summary.epochs_run} epochs (non-finite loss); see {args.out}/metrics.csv")
         return 1
     print(
         f"done: {summary.epochs_run} epochs, best epoch {summary.best_epoch}; "
-        f"val label R2 {m['val_label_r2']:.3f}, val pixel MSE {m['val_pixel_mse']:.3g}, "
-        f"test label R2 {m['test_label_r2']:.3f}\nmodel bundle: {Path(args.out) / 'model'}"
+        f"val label R2 {m[col.VAL_LABEL_R2]:.3f}, val pixel MSE {m[col.VAL_PIXEL_MSE]:.3g}, "
+        f"test label R2 {m[col.TEST_LABEL_R2]:.3f}\nmodel bundle: {Path(args.out) / 'model'}"
     )
     return 0
 
@@ -163,14 +165,13 @@ def _disk_is_full(path: Path, room: int = 1 << 20) -> bool:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    import os
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from psvae.data import frame_shape_of, read_labels, read_trials
     from psvae.export import load_model
+    from psvae.files import atomic_path
     from results_schema import latents_schema
 
     out = Path(args.out)
@@ -207,9 +208,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         {f.name: pa.array(np.concatenate(columns[f.name]), type=f.type) for f in schema}, schema=schema
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
     print(f"wrote {out}: {table.num_rows} frames from {len(args.data)} file(s)")
     return 0
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from psvae.errors import UserError
 from psvae.family import FAMILY
+from psvae.files import atomic_path, write_text_atomic
 from search.rundir import (
     DONE,
     EXPERIMENT,
@@ -476,10 +477,9 @@ def _retarget_new_trials(run: RunDir, fs: Any) -> None:
             if getattr(storage, "syncer", None) is not None:
                 storage.syncer.storage_filesystem = fs
         stat = path.stat()
-        tmp = path.with_name(f".{path.name}.psvae-tmp")
-        tmp.write_bytes(cloudpickle.dumps(state))
-        os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(cloudpickle.dumps(state))
+            os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def _repoint_lost_checkpoints(run: RunDir) -> list[str]:
@@ -530,9 +530,7 @@ def _repoint_lost_checkpoints(run: RunDir) -> list[str]:
         metadata.pop("_cached_json", None)
         entry[1] = json.dumps(metadata, indent=2, cls=TuneFunctionEncoder)
     if notes:
-        tmp = path.with_name(f".{path.name}.psvae-tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(data))
     return notes
 
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from results_schema import columns as col
 from search.scheduler import HPARAMS
 
 SHORT = {key: name for name, key in HPARAMS.items()}
@@ -123,10 +124,10 @@ class Display:
 
     def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         line = self.lines.get(trial_id)
-        if line is None or result.get("done") or "epoch" not in result:
+        if line is None or result.get("done") or col.EPOCH not in result:
             return
-        line.epoch = int(result["epoch"]) + 1
-        line.val_loss = result.get("val_loss")
+        line.epoch = int(result[col.EPOCH]) + 1
+        line.val_loss = result.get(col.VAL_LOSS)
         elapsed = result.get("time_since_restore") or result.get("time_total_s")
         iterations = result.get("iterations_since_restore") or result.get("training_iteration")
         if elapsed and iterations:
@@ -136,9 +137,9 @@ class Display:
 
     def trial_ended(self, trial_id: str, row: dict[str, Any]) -> None:
         line = self.lines.pop(trial_id, None)
-        what = row["status"] + (f" ({row['error']})" if row.get("error") else "")
+        what = row[col.STATUS] + (f" ({row[col.ERROR]})" if row.get(col.ERROR) else "")
         values = values_text(line.values) if line else ""
-        self._event(f"trial {trial_id} ({row['stage']}: {values}) {what}")
+        self._event(f"trial {trial_id} ({row[col.STAGE]}: {values}) {what}")
         self._refresh()
 
     def stage_decided(self, stage: str, record: Any, manifest: Any) -> None:

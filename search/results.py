@@ -15,10 +15,8 @@ would fail.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,13 +25,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from psvae.files import atomic_path
+from results_schema import columns as col
 from results_schema import epochs_schema, trials_schema
 from results_schema.tables import READABLE_VERSIONS
 
 TABLES: dict[str, Callable[[], pa.Schema]] = {"trials": trials_schema, "epochs": epochs_schema}
 SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "trials": ("stage", "trial_id"),
-    "epochs": ("stage", "trial_id", "epoch"),
+    "trials": (col.STAGE, col.TRIAL_ID),
+    "epochs": (col.STAGE, col.TRIAL_ID, col.EPOCH),
 }
 STAGE_DIR_PREFIX = "stage-"
 PART_FILE = "part-0.parquet"
@@ -69,8 +69,10 @@ def _to_arrow(schema: pa.Schema, stage: str, rows: Sequence[Mapping[str, Any]]) 
         for name in required:
             if row.get(name) is None:
                 raise ValueError(f"row {i}: column {name!r} is missing or null but may not be null")
-        if row["stage"] != stage:
-            raise ValueError(f"row {i}: column 'stage' is {row['stage']!r} but this is stage {stage!r}")
+        if row[col.STAGE] != stage:
+            raise ValueError(
+                f"row {i}: column {col.STAGE!r} is {row[col.STAGE]!r} but this is stage {stage!r}"
+            )
     arrays = []
     for field in schema:
         values = [row.get(field.name) for row in rows]
@@ -91,24 +93,8 @@ def _write_file_atomic(table: pa.Table, path: Path) -> None:
     which Parquet dataset readers skip. This is the only function that writes files.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable; not possible on every platform.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_stage(

@@ -32,6 +32,7 @@ import pandas as pd
 
 from psvae.config import FitConfig
 from psvae.family import DEFAULT_CLASS, FAMILY
+from results_schema import columns as col
 from results_schema import trial_columns_from_metrics
 from search import results, selection
 from search.rundir import (
@@ -52,20 +53,20 @@ from search.spec import SearchSpec, StageSpec
 FINISHED = "FINISHED"  # what suggest() returns when the plan is over (Tune's Searcher.FINISHED)
 # the six hyperparameters every trial shows in TensorBoard's HParams view, whatever it varies
 HPARAMS = {
-    "alpha": "loss.alpha",
-    "beta": "loss.beta",
-    "delta": "loss.delta",
-    "seed_model": "train.seed_model",
-    "sigma_x": "loss.sigma_x",
-    "n_unsupervised": "model.n_unsupervised",
+    col.ALPHA: "loss.alpha",
+    col.BETA: "loss.beta",
+    col.DELTA: "loss.delta",
+    col.SEED_MODEL: "train.seed_model",
+    col.SIGMA_X: "loss.sigma_x",
+    col.N_UNSUPERVISED: "model.n_unsupervised",
 }
 # what an optuna stage optimises: alpha-like stages the pixel/label trade-off (two objectives),
 # the others the beta selection statistic
 OPTUNA_OBJECTIVES = {
-    "alpha": ["val_pixel_mse", "val_label_mse"],
-    "msp_alpha": ["val_pixel_mse", "val_label_mse"],
+    "alpha": [col.VAL_PIXEL_MSE, col.VAL_LABEL_MSE],
+    "msp_alpha": [col.VAL_PIXEL_MSE, col.VAL_LABEL_MSE],
 }
-DEFAULT_OBJECTIVE = ["train_mean_abs_corr_u"]
+DEFAULT_OBJECTIVE = [col.TRAIN_MEAN_ABS_CORR_U]
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,8 @@ class StagedSearch:
         self.completed: dict[str, dict[str, Any]] = {}  # fit_key -> a completed row of an earlier stage
         self._studies: dict[str, Any] = {}
         for row in self._rows_of_done_stages():
-            if row["status"] == "completed" and not isinstance(row.get("reused_from"), str):
-                self.completed.setdefault(fit_key(json.loads(row["config_json"])), row)
+            if row[col.STATUS] == "completed" and not isinstance(row.get(col.REUSED_FROM), str):
+                self.completed.setdefault(fit_key(json.loads(row[col.CONFIG_JSON])), row)
         for stage in spec.stages:
             record = manifest.stage(stage.name)
             if record is not None and record.status == DONE:
@@ -222,7 +223,7 @@ class StagedSearch:
         stage.trials.append(trial_id)
         base = self.base_flat
         config: dict[str, Any] = {
-            "stage": stage.spec.name,
+            col.STAGE: stage.spec.name,
             # what the trial sets beyond the search's base fit config: the decisions so far and
             # the stage's own values
             "set": {k: v for k, v in fit.items() if base.get(k) != v},
@@ -275,7 +276,7 @@ class StagedSearch:
             varies=" x ".join(spec.varied_keys()),
             fixed=fixed,
             planned=len(planned) if planned else spec.n_trials,
-            reused=[r["trial_id"] for r in reused],
+            reused=[r[col.TRIAL_ID] for r in reused],
         )
         self.manifest = self.manifest.with_stage(spec.name, record)
         self.run.write(self.manifest)
@@ -292,7 +293,7 @@ class StagedSearch:
 
     def _rows(self, stage: _Stage) -> list[dict[str, Any]]:
         rows = [r for t in stage.trials if (r := self.trials[t].row) is not None]
-        return sorted([*rows, *stage.reused], key=lambda r: r["trial_id"])
+        return sorted([*rows, *stage.reused], key=lambda r: r[col.TRIAL_ID])
 
     def _write_stage(self, stage: _Stage) -> None:
         """Rewrite the stage's Parquet files whole: the rows and epochs of its trials so far."""
@@ -323,8 +324,8 @@ class StagedSearch:
             for observer in self.observers:
                 observer.stage_decided(spec.name, record, self.manifest)
             return
-        chosen = next(r for r in rows if r["trial_id"] == decision.trial_id)
-        chosen_fit = json.loads(chosen["config_json"])
+        chosen = next(r for r in rows if r[col.TRIAL_ID] == decision.trial_id)
+        chosen_fit = json.loads(chosen[col.CONFIG_JSON])
         record = StageRecord(
             status=DONE,
             started=started,
@@ -333,15 +334,15 @@ class StagedSearch:
             varies=" x ".join(spec.varied_keys()),
             fixed=stage.fixed,
             fixes={key: chosen_fit[key] for key in spec.varied_keys()},
-            decision=decision.to_dict() | {"checkpoint": chosen["checkpoint"]},
+            decision=decision.to_dict() | {"checkpoint": chosen[col.CHECKPOINT]},
             planned=previous.planned if previous is not None else len(rows),
-            reused=[r["trial_id"] for r in stage.reused],
+            reused=[r[col.TRIAL_ID] for r in stage.reused],
         )
         self.manifest = self.manifest.with_stage(spec.name, record)
         self.run.write(self.manifest)
         for row in rows:
-            if row["status"] == "completed" and not isinstance(row.get("reused_from"), str):
-                self.completed.setdefault(fit_key(json.loads(row["config_json"])), row)
+            if row[col.STATUS] == "completed" and not isinstance(row.get(col.REUSED_FROM), str):
+                self.completed.setdefault(fit_key(json.loads(row[col.CONFIG_JSON])), row)
         self.stage = None
         self.log(f"stage {spec.name}: chose {record.fixes}: {decision.explanation}")
         for observer in self.observers:
@@ -413,7 +414,7 @@ class StagedSearch:
         done = [s.name for s in self.spec.stages if (r := self.manifest.stage(s.name)) and r.status == DONE]
         if not done:
             return []
-        return [r for r in results.read_rows(self.run.results, "trials") if r["stage"] in done]
+        return [r for r in results.read_rows(self.run.results, "trials") if r[col.STAGE] in done]
 
     # -- optuna stages ------------------------------------------------------------------------
     def _study(self, stage: StageSpec) -> Any:
@@ -447,7 +448,7 @@ class StagedSearch:
         objectives = OPTUNA_OBJECTIVES.get(stage.spec.name, DEFAULT_OBJECTIVE)
         values = [row.get(name) for name in objectives]
         study = self._study(stage.spec)
-        if row["status"] == "completed" and all(v is not None and math.isfinite(v) for v in values):
+        if row[col.STATUS] == "completed" and all(v is not None and math.isfinite(v) for v in values):
             study.tell(trial.optuna_number, values)
         else:
             study.tell(trial.optuna_number, state=optuna.trial.TrialState.FAIL)
@@ -486,10 +487,20 @@ def reused_row(earlier: dict[str, Any], stage: str) -> dict[str, Any]:
     """A stage's row for a fit an earlier stage completed: its results and checkpoint."""
     return {
         **earlier,
-        "stage": stage,
-        "trial_id": f"{earlier['trial_id']}@{stage}",
-        "reused_from": earlier["trial_id"],
+        col.STAGE: stage,
+        col.TRIAL_ID: f"{earlier['trial_id']}@{stage}",
+        col.REUSED_FROM: earlier[col.TRIAL_ID],
     }
+
+
+SUMMARY_COLUMNS = (
+    col.VAL_LOSS, col.VAL_PIXEL_MSE, col.VAL_LABEL_MSE, col.VAL_LABEL_R2,
+    col.VAL_MI, col.VAL_TC, col.VAL_DWKL,
+    col.TEST_LOSS, col.TEST_PIXEL_MSE, col.TEST_LABEL_MSE, col.TEST_LABEL_R2,
+    col.TRAIN_MEAN_ABS_CORR_U, col.TEST_ABS_CORR_U01, col.VAL_SESSION_ACC, col.SESSION_CHANCE,
+)  # fmt: skip
+"""The trials columns copied from the fit's summary metrics (``FitSummary.metrics``) under their
+own name; ``trial_columns_from_metrics`` fills the latent-activity ones."""
 
 
 def trial_rows(outcome: TrialOutcome, run_id: str, stage: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -501,7 +512,7 @@ def trial_rows(outcome: TrialOutcome, run_id: str, stage: str) -> tuple[dict[str
         status, error = "failed", " ".join(outcome.error.strip().splitlines()[-1:])[:500]
     elif metrics.get("done") and "fit_status" in metrics:
         status = str(metrics["fit_status"])
-        error = f"non-finite loss at epoch {metrics['epochs_run'] - 1}" if status == "diverged" else None
+        error = f"non-finite loss at epoch {metrics[col.EPOCHS_RUN] - 1}" if status == "diverged" else None
     else:
         status, error = "failed", "stopped before the end of its fit"
     names = list(json.loads(metrics.get("label_names_json") or "[]"))
@@ -513,43 +524,39 @@ def trial_rows(outcome: TrialOutcome, run_id: str, stage: str) -> tuple[dict[str
         return float("nan") if value is None else float(value)
 
     row = {
-        "run_id": run_id,
-        "stage": stage,
-        "trial_id": outcome.trial_id,
-        "status": status,
-        "error": error,
-        "alpha": float(config["loss.alpha"]),
-        "beta": float(config["loss.beta"]),
-        "model_class": model_class,
-        "delta": float(config.get("loss.delta", float("nan"))),
-        "msp_alpha": float(config.get("loss.msp_alpha", float("nan"))),
-        "n_unsupervised": int(config["model.n_unsupervised"]),
-        "n_background": int(config.get("model.n_background", 0)) if FAMILY[model_class].background else 0,
-        "seed_model": int(config["train.seed_model"]),
-        "epochs_run": metrics.get("epochs_run", len(history)),
-        "best_epoch": metrics.get("best_epoch"),
-        "precision": metrics.get("precision"),
-        "wall_seconds": metrics.get("time_total_s"),
-        "label_names": names,
-        "val_label_r2_per_label": [metric(f"val_label_r2_{n}") for n in names],
-        "test_label_r2_per_label": [metric(f"test_label_r2_{n}") for n in names],
-        "config_json": json.dumps(config, sort_keys=True),
-        "checkpoint": outcome.checkpoint,
-        "reused_from": None,
-        "note": metrics.get("restarted"),
+        col.RUN_ID: run_id,
+        col.STAGE: stage,
+        col.TRIAL_ID: outcome.trial_id,
+        col.STATUS: status,
+        col.ERROR: error,
+        col.ALPHA: float(config["loss.alpha"]),
+        col.BETA: float(config["loss.beta"]),
+        col.MODEL_CLASS: model_class,
+        col.DELTA: float(config.get("loss.delta", float("nan"))),
+        col.MSP_ALPHA: float(config.get("loss.msp_alpha", float("nan"))),
+        col.N_UNSUPERVISED: int(config["model.n_unsupervised"]),
+        col.N_BACKGROUND: int(config.get("model.n_background", 0)) if FAMILY[model_class].background else 0,
+        col.SEED_MODEL: int(config["train.seed_model"]),
+        col.EPOCHS_RUN: metrics.get(col.EPOCHS_RUN, len(history)),
+        col.BEST_EPOCH: metrics.get(col.BEST_EPOCH),
+        col.PRECISION: metrics.get(col.PRECISION),
+        col.WALL_SECONDS: metrics.get("time_total_s"),
+        col.LABEL_NAMES: names,
+        col.VAL_LABEL_R2_PER_LABEL: [metric(f"val_label_r2_{n}") for n in names],
+        col.TEST_LABEL_R2_PER_LABEL: [metric(f"test_label_r2_{n}") for n in names],
+        col.CONFIG_JSON: json.dumps(config, sort_keys=True),
+        col.CHECKPOINT: outcome.checkpoint,
+        col.REUSED_FROM: None,
+        col.NOTE: metrics.get("restarted"),
     }
-    for key in (
-        "val_loss", "val_pixel_mse", "val_label_mse", "val_label_r2", "val_mi", "val_tc", "val_dwkl",
-        "test_loss", "test_pixel_mse", "test_label_mse", "test_label_r2",
-        "train_mean_abs_corr_u", "test_abs_corr_u01", "val_session_acc", "session_chance",
-    ):  # fmt: skip
+    for key in SUMMARY_COLUMNS:
         row[key] = metric(key)
     row.update(trial_columns_from_metrics(metrics))
     epochs = [
         {
-            "run_id": run_id,
-            "stage": stage,
-            "trial_id": outcome.trial_id,
+            col.RUN_ID: run_id,
+            col.STAGE: stage,
+            col.TRIAL_ID: outcome.trial_id,
             **{k: (float("nan") if v is None else v) for k, v in h.items()},
         }
         for h in history

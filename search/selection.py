@@ -31,29 +31,30 @@ import pandas as pd
 from psvae.family import FAMILY
 from psvae.files import jsonable
 from psvae.metrics import ACTIVE_VAR
+from results_schema import columns as col
 
-HYPERPARAMETERS: tuple[str, ...] = ("alpha", "beta", "n_unsupervised", "seed_model")
+HYPERPARAMETERS: tuple[str, ...] = (col.ALPHA, col.BETA, col.N_UNSUPERVISED, col.SEED_MODEL)
 """The hyperparameter columns every results table has, in the order they are reported."""
 
-INTEGER_HYPERPARAMETERS = frozenset({"n_unsupervised", "seed_model"})
+INTEGER_HYPERPARAMETERS = frozenset({col.N_UNSUPERVISED, col.SEED_MODEL})
 """The hyperparameters reported as Python ints (pandas may hold them as floats beside NaN)."""
 
-PIXEL = "val_pixel_mse"
+PIXEL = col.VAL_PIXEL_MSE
 """Column: mean squared pixel error of the reconstruction on validation frames."""
 
-LABEL = "val_label_mse"
+LABEL = col.VAL_LABEL_MSE
 """Column: mean squared error of the supervised latents against the labels on validation frames."""
 
-CORRELATION = "train_mean_abs_corr_u"
+CORRELATION = col.TRAIN_MEAN_ABS_CORR_U
 """Column: mean |Pearson r| over all pairs of unsupervised latents on training frames."""
 
-ACTIVITY = "val_mu_var_u"
+ACTIVITY = col.VAL_MU_VAR_U
 """Column (a list per trial): variance over validation frames of each unsupervised posterior mean."""
 
-LEAKAGE = "label_leakage_u"
+LEAKAGE = col.LABEL_LEAKAGE_U
 """Column: held-out R^2 of the labels predicted from the unsupervised latents."""
 
-SIGMA = "sigma_x"
+SIGMA = col.SIGMA_X
 """Column: the sigma_x a trial used (for a calibrated setting, the value it settled at)."""
 
 COLLAPSE_REMEDY = (
@@ -105,7 +106,7 @@ class Decision:
         return {
             "rule": self.rule,
             "params": jsonable(self.params),
-            "trial_id": self.trial_id,
+            col.TRIAL_ID: self.trial_id,
             "chosen": jsonable(self.chosen),
             "table": jsonable(self.table),
             "explanation": self.explanation,
@@ -156,9 +157,9 @@ def _error_text(error: object) -> str | None:
 
 def _exclusion(record: dict[str, Any], metrics: Sequence[str]) -> _Exclusion | None:
     """None when ``record`` is usable for a rule reading ``metrics``, else why it is not."""
-    trial_id, status = record["trial_id"], record["status"]
+    trial_id, status = record[col.TRIAL_ID], record[col.STATUS]
     if status != COMPLETED:
-        detail = record["error"]
+        detail = record[col.ERROR]
         if detail is None:
             return _Exclusion(status, f"{trial_id} {status}")
         return _Exclusion(f"{status}: {detail}", f"{trial_id} {status} ({detail})")
@@ -185,7 +186,7 @@ def _inactive_dims(table: pd.DataFrame, min_active_var: float | None) -> list[li
     n_rows = len(table)
     if min_active_var is None or ACTIVITY not in table.columns:
         return [[] for _ in range(n_rows)]
-    classes = table["model_class"] if "model_class" in table.columns else [None] * n_rows
+    classes = table[col.MODEL_CLASS] if col.MODEL_CLASS in table.columns else [None] * n_rows
     out: list[list[tuple[int, float]]] = []
     for variances, model_class in zip(table[ACTIVITY], classes, strict=True):
         kind = FAMILY.get(str(model_class)) if isinstance(model_class, str) else None
@@ -212,7 +213,7 @@ def _weak_note(
     latents are below the convention: a choice among barely active latents is not silent."""
     if min_active_var >= ACTIVE_VAR:
         return ""
-    index = [record["trial_id"] for record in screened.records].index(chosen["trial_id"])
+    index = [record[col.TRIAL_ID] for record in screened.records].index(chosen[col.TRIAL_ID])
     weak = _inactive_dims(table, ACTIVE_VAR)[index]
     if not weak:
         return ""
@@ -226,13 +227,13 @@ def _records(table: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]
     """The columns a rule needs, one plain dict per row, after checking the table's shape."""
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table = {type(table).__name__}: must be a pandas DataFrame")
-    needed = ["trial_id", "status", "error", *HYPERPARAMETERS, *metrics]
+    needed = [col.TRIAL_ID, col.STATUS, col.ERROR, *HYPERPARAMETERS, *metrics]
     missing = [name for name in needed if name not in table.columns]
     if missing:
         raise ValueError(
             f"table: missing column {', '.join(missing)} (has: {', '.join(map(str, table.columns))})"
         )
-    trial_ids = [str(value) for value in table["trial_id"]]
+    trial_ids = [str(value) for value in table[col.TRIAL_ID]]
     counts = pd.Series(trial_ids).value_counts()
     if (counts > 1).any():
         duplicate = str(counts.index[0])
@@ -240,13 +241,13 @@ def _records(table: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]
     numbers = {name: _numeric_column(table, name) for name in (*HYPERPARAMETERS, *metrics)}
     return [
         {
-            "trial_id": trial_id,
-            "status": str(status),
-            "error": _error_text(error),
+            col.TRIAL_ID: trial_id,
+            col.STATUS: str(status),
+            col.ERROR: _error_text(error),
             **{name: float(values[i]) for name, values in numbers.items()},
         }
         for i, (trial_id, status, error) in enumerate(
-            zip(trial_ids, table["status"], table["error"], strict=True)
+            zip(trial_ids, table[col.STATUS], table[col.ERROR], strict=True)
         )
     ]
 
@@ -269,7 +270,7 @@ def _screen(table: pd.DataFrame, metrics: Sequence[str], min_active_var: float |
         if exclusion is None and dims:
             assert min_active_var is not None
             text = _collapse_text(dims, min_active_var)
-            exclusion = _Exclusion(f"collapsed: {text}", f"{record['trial_id']} {text}")
+            exclusion = _Exclusion(f"collapsed: {text}", f"{record[col.TRIAL_ID]} {text}")
             collapsed.append(exclusion.summary)
         exclusions.append(exclusion)
     if all(excl is not None for excl in exclusions):
@@ -311,7 +312,7 @@ def _best(records: Sequence[dict[str, Any]], order: _ORDER) -> dict[str, Any]:
     remaining = list(records)
     for name, larger_is_better in order:
         remaining = _tied_best(remaining, name, larger_is_better)
-    return min(remaining, key=lambda record: record["trial_id"])
+    return min(remaining, key=lambda record: record[col.TRIAL_ID])
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
@@ -358,16 +359,16 @@ def _table(
     """``Decision.table``: every input trial with what the rule read and whether it was in the running."""
     rows = []
     for record, exclusion in zip(screened.records, screened.exclusions, strict=True):
-        row: dict[str, Any] = {"trial_id": record["trial_id"], "status": record["status"]}
+        row: dict[str, Any] = {col.TRIAL_ID: record[col.TRIAL_ID], col.STATUS: record[col.STATUS]}
         for name in HYPERPARAMETERS:
             value = record[name]
             # Excluded trials may lack a hyperparameter; NaN keeps the column float until to_dict.
             row[name] = _hyperparameter(name, value) if math.isfinite(value) else value
         row.update({name: record[name] for name in metrics})
         row["excluded"] = None if exclusion is None else exclusion.reason
-        row["candidate"] = record["trial_id"] in candidates
+        row["candidate"] = record[col.TRIAL_ID] in candidates
         if distances is not None:
-            row["distance"] = distances.get(record["trial_id"])
+            row["distance"] = distances.get(record[col.TRIAL_ID])
         rows.append(row)
     return rows
 
@@ -484,10 +485,10 @@ def alpha_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     """
     tolerance = _check_tolerance(tolerance)
     metrics = (PIXEL, LABEL)
-    screened, best_pixel, candidates, chosen, n_tied = _pixel_band(table, tolerance, metrics, "alpha")
+    screened, best_pixel, candidates, chosen, n_tied = _pixel_band(table, tolerance, metrics, col.ALPHA)
     usable = screened.usable
-    names = _label_names(usable, ("alpha",))
-    pixel_leader = _best(usable, ((PIXEL, False), ("alpha", True)))
+    names = _label_names(usable, (col.ALPHA,))
+    pixel_leader = _best(usable, ((PIXEL, False), (col.ALPHA, True)))
     explanation = (
         f"lowest val pixel MSE {best_pixel:.3g} ({_label(pixel_leader, names)}); "
         f"{len(candidates)} of {len(usable)} usable trials within {tolerance * 100:g}% of it; "
@@ -498,14 +499,14 @@ def alpha_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     return Decision(
         rule="alpha_tolerance",
         params={"tolerance": tolerance},
-        trial_id=chosen["trial_id"],
+        trial_id=chosen[col.TRIAL_ID],
         chosen=_chosen(chosen),
-        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        table=_table(screened, metrics, {record[col.TRIAL_ID] for record in candidates}),
         explanation=explanation,
     )
 
 
-LABEL_R2 = "val_label_r2"
+LABEL_R2 = col.VAL_LABEL_R2
 """Column: R^2 of the predicted labels on validation frames, variance-weighted over labels."""
 
 
@@ -533,9 +534,9 @@ def alpha_label_band(table: pd.DataFrame, label_tolerance: float = 0.01) -> Deci
     best_r2 = max(record[LABEL_R2] for record in usable)
     bound = best_r2 - label_tolerance
     candidates = [r for r in usable if r[LABEL_R2] >= bound or _close(np.array([r[LABEL_R2]]), bound)[0]]
-    chosen = _best(candidates, ((PIXEL, False), ("alpha", True)))
-    names = _label_names(usable, ("alpha",))
-    label_leader = _best(usable, ((LABEL_R2, True), ("alpha", True)))
+    chosen = _best(candidates, ((PIXEL, False), (col.ALPHA, True)))
+    names = _label_names(usable, (col.ALPHA,))
+    label_leader = _best(usable, ((LABEL_R2, True), (col.ALPHA, True)))
     n_tied = len(_tied_best(candidates, PIXEL, larger_is_better=False))
     explanation = (
         f"highest val label R^2 {best_r2:.4g} ({_label(label_leader, names)}); {len(candidates)} of "
@@ -546,9 +547,9 @@ def alpha_label_band(table: pd.DataFrame, label_tolerance: float = 0.01) -> Deci
     return Decision(
         rule="alpha_label_band",
         params={"label_tolerance": label_tolerance},
-        trial_id=chosen["trial_id"],
+        trial_id=chosen[col.TRIAL_ID],
         chosen=_chosen(chosen),
-        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        table=_table(screened, metrics, {record[col.TRIAL_ID] for record in candidates}),
         explanation=explanation,
     )
 
@@ -573,9 +574,9 @@ def alpha_utopia(table: pd.DataFrame) -> Decision:
     distance = np.hypot(scaled[:, 0], scaled[:, 1])
     scored = [{**record, "distance": float(d)} for record, d in zip(usable, distance, strict=True)]
     front = [record for record, keep in zip(scored, on_front, strict=True) if keep]
-    chosen = _best(front, (("distance", False), ("alpha", True)))
+    chosen = _best(front, (("distance", False), (col.ALPHA, True)))
 
-    names = _label_names(usable, ("alpha",))
+    names = _label_names(usable, (col.ALPHA,))
     n_tied = len(_tied_best(front, "distance", larger_is_better=False))
     explanation = (
         f"{len(front)} of {len(usable)} usable trials are Pareto-optimal on (val pixel MSE, val label MSE); "
@@ -587,13 +588,13 @@ def alpha_utopia(table: pd.DataFrame) -> Decision:
     return Decision(
         rule="alpha_utopia",
         params={},
-        trial_id=chosen["trial_id"],
+        trial_id=chosen[col.TRIAL_ID],
         chosen=_chosen(chosen),
         table=_table(
             screened,
             metrics,
-            {record["trial_id"] for record in front},
-            {record["trial_id"]: record["distance"] for record in scored},
+            {record[col.TRIAL_ID] for record in front},
+            {record[col.TRIAL_ID]: record["distance"] for record in scored},
         ),
         explanation=explanation,
     )
@@ -626,7 +627,7 @@ def lowest_correlation(
     near = [r for r in usable if r[CORRELATION] <= bound or _close(np.array([r[CORRELATION]]), bound)[0]]
     chosen = _best(near, ((leak_rank, False), (CORRELATION, False), (PIXEL, False)))
 
-    names = _label_names(usable, ("beta", "seed_model"))
+    names = _label_names(usable, (col.BETA, col.SEED_MODEL))
     within = f"within {corr_tolerance:g} of the lowest ({lowest[CORRELATION]:.3g}, {_label(lowest, names)})"
     n_leak_best = len(_tied_best(near, leak_rank, larger_is_better=False))
     n_tied = len(_tied_best(near, CORRELATION, larger_is_better=False))
@@ -655,9 +656,9 @@ def lowest_correlation(
     return Decision(
         rule="lowest_correlation",
         params={"min_active_var": min_active_var, "corr_tolerance": corr_tolerance},
-        trial_id=chosen["trial_id"],
+        trial_id=chosen[col.TRIAL_ID],
         chosen=_chosen(chosen),
-        table=_table(screened, (*metrics, LEAKAGE), {record["trial_id"] for record in near}),
+        table=_table(screened, (*metrics, LEAKAGE), {record[col.TRIAL_ID] for record in near}),
         explanation=explanation,
     )
 
@@ -690,7 +691,7 @@ def sigma_leakage(
     chosen = _best(candidates, ((SIGMA, True), (PIXEL, False)))
     settings = _sigma_settings(table)
     for record in screened.records:
-        record["sigma_x_setting"] = settings.get(record["trial_id"], record[SIGMA])
+        record["sigma_x_setting"] = settings.get(record[col.TRIAL_ID], record[SIGMA])
 
     def label(record: dict[str, Any]) -> str:
         setting = record["sigma_x_setting"]
@@ -707,9 +708,11 @@ def sigma_leakage(
     return Decision(
         rule="sigma_leakage",
         params={"min_active_var": min_active_var, "tolerance": tolerance},
-        trial_id=chosen["trial_id"],
+        trial_id=chosen[col.TRIAL_ID],
         chosen={**_chosen(chosen), SIGMA: chosen[SIGMA]},
-        table=_table(screened, (*metrics, "sigma_x_setting"), {record["trial_id"] for record in candidates}),
+        table=_table(
+            screened, (*metrics, "sigma_x_setting"), {record[col.TRIAL_ID] for record in candidates}
+        ),
         explanation=explanation,
     )
 
@@ -717,10 +720,10 @@ def sigma_leakage(
 def _sigma_settings(table: pd.DataFrame) -> dict[str, Any]:
     """trial_id -> the loss.sigma_x of its config (a number or a calibration's name), where the
     table has configs."""
-    if "config_json" not in table.columns:
+    if col.CONFIG_JSON not in table.columns:
         return {}
     out: dict[str, Any] = {}
-    for trial_id, text in zip(table["trial_id"], table["config_json"], strict=True):
+    for trial_id, text in zip(table[col.TRIAL_ID], table[col.CONFIG_JSON], strict=True):
         if isinstance(text, str):
             try:
                 out[str(trial_id)] = json.loads(text).get("loss.sigma_x")
@@ -729,10 +732,10 @@ def _sigma_settings(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-SESSION_ACC = "val_session_acc"
+SESSION_ACC = col.VAL_SESSION_ACC
 """Column: accuracy on validation frames of a classifier telling the session from the unsupervised latents."""
 
-SESSION_CHANCE = "session_chance"
+SESSION_CHANCE = col.SESSION_CHANCE
 """Column: 1 / number of sessions, the accuracy of guessing."""
 
 
@@ -755,7 +758,7 @@ def session_correlation(
     """
     tolerance = _check_tolerance(tolerance)
     min_active_var = _check_active_var(min_active_var)
-    metrics = (SESSION_ACC, SESSION_CHANCE, CORRELATION, PIXEL, "delta")
+    metrics = (SESSION_ACC, SESSION_CHANCE, CORRELATION, PIXEL, col.DELTA)
     screened = _screen(table, metrics, min_active_var)
     usable = screened.usable
     for record in usable:
@@ -769,10 +772,10 @@ def session_correlation(
     candidates = [record for record, keep in zip(usable, within, strict=True) if keep]
     chosen = _best(candidates, ((CORRELATION, False), (PIXEL, False)))
 
-    names = _label_names(usable, ("beta", "seed_model"))
+    names = _label_names(usable, (col.BETA, col.SEED_MODEL))
     label = _label(chosen, names)
-    if len({record["delta"] for record in usable}) > 1:
-        label += f", delta={chosen['delta']:g}"
+    if len({record[col.DELTA] for record in usable}) > 1:
+        label += f", delta={chosen[col.DELTA]:g}"
     chance = chosen[SESSION_CHANCE]
     how = (
         f"none is within {tolerance:g} of chance, so the {len(candidates)} within {tolerance:g} of the "
@@ -792,9 +795,9 @@ def session_correlation(
     return Decision(
         rule="session_correlation",
         params={"tolerance": tolerance, "min_active_var": min_active_var},
-        trial_id=chosen["trial_id"],
-        chosen={**_chosen(chosen), "delta": chosen["delta"]},
-        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        trial_id=chosen[col.TRIAL_ID],
+        chosen={**_chosen(chosen), col.DELTA: chosen[col.DELTA]},
+        table=_table(screened, metrics, {record[col.TRIAL_ID] for record in candidates}),
         explanation=explanation,
     )
 
@@ -808,21 +811,21 @@ def msp_tolerance(table: pd.DataFrame, tolerance: float = 0.05) -> Decision:
     pixel error just as alpha does in the PS-VAE.
     """
     tolerance = _check_tolerance(tolerance)
-    metrics = (PIXEL, LABEL, "msp_alpha")
-    screened, best_pixel, candidates, chosen, n_tied = _pixel_band(table, tolerance, metrics, "msp_alpha")
+    metrics = (PIXEL, LABEL, col.MSP_ALPHA)
+    screened, best_pixel, candidates, chosen, n_tied = _pixel_band(table, tolerance, metrics, col.MSP_ALPHA)
     usable = screened.usable
     explanation = (
         f"lowest val pixel MSE {best_pixel:.3g}; {len(candidates)} of {len(usable)} usable trials within "
-        f"{tolerance * 100:g}% of it; of those msp_alpha={chosen['msp_alpha']:g} has the lowest val "
+        f"{tolerance * 100:g}% of it; of those msp_alpha={chosen[col.MSP_ALPHA]:g} has the lowest val "
         f"label MSE {chosen[LABEL]:.3g}{_tie_note(n_tied, 'val label MSE', 'the larger msp_alpha')}."
         f"{_excluded_note(screened)}"
     )
     return Decision(
         rule="msp_tolerance",
         params={"tolerance": tolerance},
-        trial_id=chosen["trial_id"],
-        chosen={**_chosen(chosen), "msp_alpha": chosen["msp_alpha"]},
-        table=_table(screened, metrics, {record["trial_id"] for record in candidates}),
+        trial_id=chosen[col.TRIAL_ID],
+        chosen={**_chosen(chosen), col.MSP_ALPHA: chosen[col.MSP_ALPHA]},
+        table=_table(screened, metrics, {record[col.TRIAL_ID] for record in candidates}),
         explanation=explanation,
     )
 

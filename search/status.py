@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from results_schema import columns as col
 from search.live import eta_text, values_text
 from search.rundir import DONE, EXPERIMENT, FIXED, HISTORY, RUNNING, TRIAL_CONFIG, Manifest, RunDir
 from search.spec import SearchSpec
@@ -94,9 +95,11 @@ def last_reports(experiment: str) -> dict[str, dict[str, Any] | None]:
                 for history in sorted(histories.get(folder, []), reverse=True):
                     epochs = _json_or_none(history)
                     if isinstance(epochs, list):
-                        last["epoch"] = len(epochs) - 1
+                        last[col.EPOCH] = len(epochs) - 1
                         break
-        trial_id = str(last.get("trial_id")) if last and last.get("trial_id") else folder.split("-", 1)[-1]
+        trial_id = (
+            str(last.get(col.TRIAL_ID)) if last and last.get(col.TRIAL_ID) else folder.split("-", 1)[-1]
+        )
         out[trial_id] = last
     return out
 
@@ -125,9 +128,9 @@ def _running(last: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _progress(last: dict[str, Any] | None) -> dict[str, Any]:
-    if last is None or "epoch" not in last:
+    if last is None or col.EPOCH not in last:
         return {"state": "started"}
-    epoch = int(last.get("epoch", -1)) + 1
+    epoch = int(last.get(col.EPOCH, -1)) + 1
     epochs = int(
         (last.get("config", {}).get("base", {}) | last.get("config", {}).get("set", {})).get(
             "train.epochs", 0
@@ -139,11 +142,11 @@ def _progress(last: dict[str, Any] | None) -> dict[str, Any]:
         eta = (epochs - epoch) * float(elapsed) / float(iterations)
     return {
         "state": "running",
-        "epoch": epoch,
+        col.EPOCH: epoch,
         "epochs": epochs or None,
-        "val_loss": last.get("val_loss"),
-        "val_pixel_mse": last.get("val_pixel_mse"),
-        "val_label_r2": last.get("val_label_r2"),
+        col.VAL_LOSS: last.get(col.VAL_LOSS),
+        col.VAL_PIXEL_MSE: last.get(col.VAL_PIXEL_MSE),
+        col.VAL_LABEL_R2: last.get(col.VAL_LABEL_R2),
         "eta_s": eta,
     }
 
@@ -162,18 +165,18 @@ def trial_states(run: RunDir, manifest: Manifest) -> list[TrialState]:
         if not manifest.one_experiment and record.status == RUNNING:
             reports.update(last_reports(run.stage_experiment(stage.name)))
         keys = stage.varied_keys()
-        finished = {r["trial_id"]: r for r in rows if r["stage"] == stage.name}
+        finished = {r[col.TRIAL_ID]: r for r in rows if r[col.STAGE] == stage.name}
         seen = set()
         for trial_id, row in sorted(finished.items()):
-            config = json.loads(row["config_json"])
-            state = "reused" if isinstance(row.get("reused_from"), str) else row["status"]
-            why = f"the fit of {row['reused_from']}" if state == "reused" else row.get("error")
+            config = json.loads(row[col.CONFIG_JSON])
+            state = "reused" if isinstance(row.get(col.REUSED_FROM), str) else row[col.STATUS]
+            why = f"the fit of {row[col.REUSED_FROM]}" if state == "reused" else row.get(col.ERROR)
             states.append(
                 TrialState(
                     stage.name, trial_id, state, {k: config.get(k) for k in keys},
-                    row.get("epochs_run"), int(config.get("train.epochs", 0)) or None,
-                    row.get("val_loss"), row.get("val_pixel_mse"), row.get("val_label_r2"),
-                    row.get("train_mean_abs_corr_u"), None, why if isinstance(why, str) else None,
+                    row.get(col.EPOCHS_RUN), int(config.get("train.epochs", 0)) or None,
+                    row.get(col.VAL_LOSS), row.get(col.VAL_PIXEL_MSE), row.get(col.VAL_LABEL_R2),
+                    row.get(col.TRAIN_MEAN_ABS_CORR_U), None, why if isinstance(why, str) else None,
                 )
             )  # fmt: skip
             seen.add(json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str))
@@ -181,7 +184,7 @@ def trial_states(run: RunDir, manifest: Manifest) -> list[TrialState]:
             continue
         for trial_id, last in sorted(reports.items()):
             config = (last or {}).get("config", {})
-            if config and config.get("stage") != stage.name:
+            if config and config.get(col.STAGE) != stage.name:
                 continue
             if trial_id in finished or (not config and manifest.one_experiment):
                 continue

@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from psvae.errors import UserError
+from psvae.files import move_into_place, temp_beside
 
 REMOTE_SCHEMES = ("s3", "gs")
 MAX_RUN_ID = 128
@@ -252,15 +252,15 @@ class Reserve:
 
 # -- Tune's writes on a local storage ---------------------------------------------------------
 class _AtomicFile:
-    """A file written beside its place (``.<name>.psvae-tmp-...``) and renamed into it on a clean
-    close: a reader, or a restore after a crash or a full disk, sees the old file or the new one,
-    never a part."""
+    """A file written beside its place (:func:`psvae.files.temp_beside`) and moved into it on a
+    clean close (:func:`psvae.files.move_into_place`): a reader, or a restore after a crash or a
+    full disk, sees the old file or the new one, never a part. The stream form of
+    :func:`psvae.files.atomic_path`, for Tune, which opens, writes and closes files itself."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        folder, name = os.path.split(path)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.psvae-tmp-", dir=folder or ".")
-        self._file: Any = os.fdopen(fd, "wb")
+        self.path = Path(path)
+        self.tmp = temp_beside(self.path)
+        self._file: Any = open(self.tmp, "xb")  # noqa: SIM115 - closed by close() or _abandon()
         self.closed = False
 
     def write(self, data: Any) -> int:
@@ -299,10 +299,8 @@ class _AtomicFile:
             return
         self.closed = True
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._file.close()
-            os.replace(self.tmp, self.path)
+            move_into_place(self.tmp, self.path)
         except BaseException:
             self._abandon()
             raise
@@ -311,7 +309,7 @@ class _AtomicFile:
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
+            self.tmp.unlink(missing_ok=True)
 
     def __del__(self) -> None:  # dropped without a close (a copy that failed while reading)
         if not self.closed:

@@ -25,7 +25,7 @@ from ray import tune
 from psvae.data import FrameData
 from psvae.export import load_model, save_bundle
 from psvae.files import jsonable
-from psvae.trainer import Trainer
+from psvae.trainer import FitSummary, Trainer
 from search.rundir import BUNDLE, HISTORY, SUMMARY, TRAINER_STATE, TRIAL_CONFIG
 from search.scheduler import fit_config as trial_fit_config
 
@@ -61,6 +61,29 @@ def _why(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:120]}" if text else type(err).__name__
 
 
+def summary_record(summary: FitSummary, restarted: str | None = None) -> dict[str, Any]:
+    """What the trial's last checkpoint keeps as ``summary.json``: the shape ``psvae fit``
+    writes (:meth:`FitSummary.to_json`), plus the note of a damaged checkpoint, if any."""
+    return {**summary.to_json(), **({"restarted": restarted} if restarted else {})}
+
+
+def final_report(record: dict[str, Any]) -> dict[str, Any]:
+    """Tune's flat view of a ``summary.json``: the keys the scheduler reads from a trial's last
+    report (``fit_status``; the label names as a string, since TensorBoard's logger takes
+    numbers and strings, not lists) and every metric at the top level."""
+    if "metrics" not in record:  # a last checkpoint written before summary.json had one shape
+        return record
+    return {
+        "fit_status": record["status"],
+        "precision": record["precision"],
+        "epochs_run": record["epochs_run"],
+        "best_epoch": record["best_epoch"],
+        "label_names_json": json.dumps(record["label_names"]),
+        **record["metrics"],
+        **({"restarted": record["restarted"]} if "restarted" in record else {}),
+    }
+
+
 def _restore(
     new_trainer: Callable[[], Trainer], checkpoint: Any
 ) -> tuple[Trainer, Any, dict[str, Any] | None, str | None]:
@@ -75,12 +98,13 @@ def _restore(
             with candidate.as_directory() as d:
                 folder = Path(d)
                 if (folder / SUMMARY).is_file():  # the fit had finished: its outcome, again
-                    final = json.loads((folder / SUMMARY).read_text())
+                    record = json.loads((folder / SUMMARY).read_text())
                     json.loads((folder / HISTORY).read_text())
                     if (folder / BUNDLE).exists():
                         load_model(folder / BUNDLE)  # one that cannot be loaded is no outcome
-                    if not isinstance(final, dict):
+                    if not isinstance(record, dict):
                         raise ValueError("summary.json is not a mapping")
+                    final = final_report(record)
                 else:
                     final = None
                     trainer.restore(folder / TRAINER_STATE)
@@ -137,17 +161,8 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / HISTORY).write_text(json.dumps(trainer.history))
         (Path(d) / TRIAL_CONFIG).write_text(json.dumps(jsonable(config)))
-        final = {
-            "fit_status": summary.status,
-            "precision": summary.precision,
-            "epochs_run": summary.epochs_run,
-            "best_epoch": summary.best_epoch,
-            # a string: TensorBoard's logger takes numbers and strings, not lists
-            "label_names_json": json.dumps(list(frames.label_stats.names)),
-            **jsonable(summary.metrics),
-            **({"restarted": restarted} if restarted else {}),
-        }
-        (Path(d) / SUMMARY).write_text(json.dumps(final))
+        record = summary_record(summary, restarted)
+        (Path(d) / SUMMARY).write_text(json.dumps(record))
         if trainer.best_state is not None:
             save_bundle(
                 Path(d) / BUNDLE,
@@ -157,4 +172,4 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
                 extra={"best_epoch": summary.best_epoch, "status": summary.status},
                 provenance=config.get("provenance"),
             )
-        tune.report({**final, "done": True}, checkpoint=tune.Checkpoint.from_directory(d))
+        tune.report({**final_report(record), "done": True}, checkpoint=tune.Checkpoint.from_directory(d))

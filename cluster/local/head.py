@@ -28,6 +28,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 STATE = "head.json"
 WORKER_PORTS = 200  # one per worker process: plenty for one machine
 TOKEN = "auth_token"
@@ -258,21 +260,12 @@ def load(folder: Path) -> Head:
 
 
 def descendants(root: int) -> list[int]:
-    """Every process below ``root`` (Linux /proc): Ray puts job drivers and workers in process
-    groups of their own, so the head's group alone does not reach them."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Every process below ``root``: Ray puts job drivers and workers in process groups of their
+    own, so the head's group alone does not reach them. [] if ``root`` is gone."""
+    try:
+        return [p.pid for p in psutil.Process(root).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def alive(pid: int) -> bool:
@@ -281,10 +274,9 @@ def alive(pid: int) -> bool:
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 def stop(folder: Path, timeout_s: float = 30) -> bool:

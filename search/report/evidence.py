@@ -33,12 +33,12 @@ from psvae.metrics import ACTIVE_VAR
 from results_schema.columns import (
     CHECKPOINT,
     LABEL_LEAKAGE_U,
-    MEAN_ABS_CORR_U,
-    MU_VAR_U,
     N_ACTIVE_U,
     REUSED_FROM,
     STATUS,
+    TRAIN_MEAN_ABS_CORR_U,
     TRIAL_ID,
+    VAL_MU_VAR_U,
 )
 from search.report import figures
 from search.report import model as report_model
@@ -167,7 +167,7 @@ def activity_section(run: Run, page: Page) -> Section:
         return Section("activity", title, state, f'<p class="muted">{text}</p>')
     parts = [
         '<p class="lead">A z_u dimension whose posterior mean hardly varies over the validation frames '
-        f"(<code>{MU_VAR_U}</code> below the stage rule's <code>min_active_var</code>) carries nothing: "
+        f"(<code>{VAL_MU_VAR_U}</code> below the stage rule's <code>min_active_var</code>) carries nothing: "
         "its correlations with the others mean nothing, and the β and seeds rules exclude its trial "
         f"(red). <code>{LABEL_LEAKAGE_U}</code>: how well the labels are predicted from z_u on held-out "
         "trials (0: nothing of the labels leaks into them).</p>"
@@ -175,7 +175,7 @@ def activity_section(run: Run, page: Page) -> Section:
     panels = []
     for stage in run.stage_specs():
         measured = [
-            (c, v) for c in every if c.stage == stage["name"] and (v := _variances(c.row.get(MU_VAR_U)))
+            (c, v) for c in every if c.stage == stage["name"] and (v := _variances(c.row.get(VAL_MU_VAR_U)))
         ]
         if measured:
             panels.append(
@@ -190,12 +190,12 @@ def activity_section(run: Run, page: Page) -> Section:
         parts.append(page.figure(figures.activity_chart(panels)))
     else:
         parts.append(
-            f'<p class="muted">No trial has <code>{MU_VAR_U}</code> (a run of an older version).</p>'
+            f'<p class="muted">No trial has <code>{VAL_MU_VAR_U}</code> (a run of an older version).</p>'
         )
     compared = [c for c in every if c.stage in {s["name"] for s in _stages(run, CANDIDATE_KEYS)}]
     leakage = [_number(c.row.get(LABEL_LEAKAGE_U)) for c in compared]
     if any(math.isfinite(v) for v in leakage):
-        correlation = [_number(c.row.get(MEAN_ABS_CORR_U)) for c in compared]
+        correlation = [_number(c.row.get(TRAIN_MEAN_ABS_CORR_U)) for c in compared]
         names = _unique([c.label for c in compared])
         chart = figures.leakage_chart(names, correlation, leakage, [c.collapsed for c in compared])
         parts.append(page.figure(chart))
@@ -220,20 +220,29 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def _candidates_table(every: list[Candidate], run: Run) -> str:
-    columns = ["stage", "trial", "trial of", MEAN_ABS_CORR_U, LABEL_LEAKAGE_U, N_ACTIVE_U, MU_VAR_U, "rule"]
+    columns = [
+        "stage",
+        "trial",
+        "trial of",
+        TRAIN_MEAN_ABS_CORR_U,
+        LABEL_LEAKAGE_U,
+        N_ACTIVE_U,
+        VAL_MU_VAR_U,
+        "rule",
+    ]
     rows = []
     for c in every:
-        variances = _variances(c.row.get(MU_VAR_U))
+        variances = _variances(c.row.get(VAL_MU_VAR_U))
         below = threshold(run, c.stage)
         rows.append(
             {
                 "stage": c.stage,
                 "trial": f"{c.trial_id} ({c.name})",
                 "trial of": c.fit if c.fit != c.trial_id else "",
-                MEAN_ABS_CORR_U: c.row.get(MEAN_ABS_CORR_U),
+                TRAIN_MEAN_ABS_CORR_U: c.row.get(TRAIN_MEAN_ABS_CORR_U),
                 LABEL_LEAKAGE_U: c.row.get(LABEL_LEAKAGE_U),
                 N_ACTIVE_U: c.row.get(N_ACTIVE_U),
-                MU_VAR_U: " ".join(f"{v:.3g}" + ("✗" if not v >= below else "") for v in variances or []),
+                VAL_MU_VAR_U: " ".join(f"{v:.3g}" + ("✗" if not v >= below else "") for v in variances or []),
                 "rule": "chosen" if c.chosen else (c.excluded or ""),
             }
         )

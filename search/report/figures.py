@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from results_schema.columns import LABEL_LEAKAGE_U, MEAN_ABS_CORR_U, MU_VAR_U
+from results_schema.columns import LABEL_LEAKAGE_U, TRAIN_MEAN_ABS_CORR_U, VAL_MU_VAR_U
 
 # What the beta and seeds sections compare, as result-table columns.
 STAGE_METRICS: tuple[str, ...] = (
@@ -385,7 +385,7 @@ def activity_chart(panels: Sequence[tuple[str, list[str], list[list[float]], flo
             y=threshold, line={"dash": "dash", "color": "#777"}, row=1, col=col,
             annotation_text=f"min_active_var {threshold:g}", annotation_position="bottom right",
         )  # fmt: skip
-    fig.update_yaxes(type="log", title_text=MU_VAR_U, row=1, col=1)
+    fig.update_yaxes(type="log", title_text=VAL_MU_VAR_U, row=1, col=1)
     return _layout(fig, 380, title={"text": "active units: red below the stage's threshold", "x": 0.01})
 
 
@@ -394,7 +394,7 @@ def leakage_chart(
 ) -> go.Figure:
     """Label leakage beside the beta statistic for each candidate (``names``: one per trial, in
     stage order); collapsed trials (excluded by their stage's rule) red, the others blue."""
-    metrics = (MEAN_ABS_CORR_U, LABEL_LEAKAGE_U)
+    metrics = (TRAIN_MEAN_ABS_CORR_U, LABEL_LEAKAGE_U)
     fig = make_subplots(rows=1, cols=2, subplot_titles=metrics, horizontal_spacing=0.08)
     colours = [INACTIVE if c else ACTIVE for c in collapsed]
     for col, (metric, values) in enumerate(zip(metrics, (correlation, leakage), strict=True), start=1):

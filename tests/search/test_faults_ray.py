@@ -3,7 +3,7 @@ driver whose run is then damaged and moved, a full disk (a real small tmpfs) and
 checkpoint of a running trial. Each fault ends in one line and a run that resumes, with every
 trial's row once and no trial that had ended run again.
 
-Processes are found through /proc and ended by pid: only the ones these tests started.
+Processes are found through psutil and ended by pid: only the ones these tests started.
 """
 
 from __future__ import annotations

@@ -29,12 +29,12 @@ import pytest
 from psvae.files import write_json_atomic
 from results_schema.columns import (
     LABEL_LEAKAGE_U,
-    MEAN_ABS_CORR_U,
-    MU_VAR_U,
     REUSED_FROM,
     STAGE,
     STATUS,
+    TRAIN_MEAN_ABS_CORR_U,
     TRIAL_ID,
+    VAL_MU_VAR_U,
 )
 from search import results, scheduler, selection
 from search.cli import main
@@ -401,7 +401,7 @@ def test_every_candidate_has_its_traversals_on_one_scale_with_its_leakage_and_sc
     drawn = leakage["data"][1]["y"]
     assert len(drawn) == len(trials) and sorted(drawn) == sorted(trials[LABEL_LEAKAGE_U].tolist())
     assert leakage["data"][0]["y"] and sorted(leakage["data"][0]["y"]) == sorted(
-        trials[MEAN_ABS_CORR_U].tolist()
+        trials[TRAIN_MEAN_ABS_CORR_U].tolist()
     )
     table = sections["activity"][1]
     for _, row in trials.iterrows():
@@ -428,8 +428,8 @@ def test_a_collapsed_latent_is_red_and_without_factors_there_are_no_scores(
     stage_file = run_dir / "results" / "trials" / "stage-beta" / "part-0.parquet"
     rows = pq.read_table(stage_file).to_pylist()
     victim = next(r for r in rows if r[TRIAL_ID] != record["decision"]["trial_id"] and not r[REUSED_FROM])
-    assert all(v >= threshold for r in rows for v in r[MU_VAR_U])  # the demo's own: all active
-    victim[MU_VAR_U] = [threshold / 1000, *victim[MU_VAR_U][1:]]
+    assert all(v >= threshold for r in rows for v in r[VAL_MU_VAR_U])  # the demo's own: all active
+    victim[VAL_MU_VAR_U] = [threshold / 1000, *victim[VAL_MU_VAR_U][1:]]
     results.write_stage(run_dir / "results", "trials", "beta", rows)
     decision = selection.select(
         record["decision"]["rule"], pd.DataFrame(rows), **record["decision"]["params"]

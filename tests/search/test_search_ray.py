@@ -1,7 +1,7 @@
 """The staged search with a real local Ray, driven through the command line.
 
 Each search runs in its own process with HOME pinned to the test's folder (Ray writes its
-token there) and the Ray auth variables cleared. Processes are found through /proc and ended
+token there) and the Ray auth variables cleared. Processes are found through psutil and ended
 by pid: only the ones these tests started.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -60,9 +61,10 @@ def start(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
 
 
 def cmdline(pid: int) -> str:
+    """The process's command line, one string; "" once it is gone."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
