@@ -116,9 +116,10 @@ def breakdown(run: Path, wall: float, concurrency: int) -> list[str]:
     trials = pd.read_parquet(run / "results" / "trials")
     ran = trials[trials.reused_from.isna()]
     times = log_times(run)
+    first = times.get("first trial") or times[f"{manifest['spec']['stages'][0]['name']} begins"]
     lines = [
-        f"  before the first trial (Ray's start, the dashboard, reading the data): "
-        f"{(times['first trial'] - times['start']).total_seconds():5.1f} s"
+        f"  before the first stage's trials (Ray's start, the dashboard, reading the data): "
+        f"{(first - times['start']).total_seconds():5.1f} s"
     ]
     for stage in manifest["spec"]["stages"]:
         name = stage["name"]
