@@ -3,14 +3,16 @@
 The report is rebuilt by ``psvae report`` in a child process at low CPU priority (nice 10), so
 the driver's Tune loop never waits for it and trials keep their CPU: after every stage decision,
 after a trial ends (at most once a minute) and at least once a minute while trials run. The last
-rebuild, when the search ends, is waited for. A report that cannot be written is one warning in
-the search's log, never a reason to stop the search.
+rebuild, when the search ends, is waited for (one still running from before is stopped first).
+A report that cannot be written is one warning in the search's log, never a reason to stop the
+search.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -39,14 +41,14 @@ class ReportRefresher:
         self._thread.start()
 
     # -- the child process ----------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start(self, nice: int = NICE) -> None:
         self._wanted = False
         self._last = time.monotonic()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "search.cli", "report", str(self.run.local)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=lambda: os.nice(NICE),
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
 
     def _reap(self) -> bool:
@@ -81,14 +83,26 @@ class ReportRefresher:
             self._wanted = True
 
     def close(self) -> None:
-        """Stop refreshing; one last rebuild of the final state, waited for."""
+        """Stop refreshing; one last rebuild of the final state, waited for. A rebuild still
+        running began before the end, so it is stopped rather than waited for: Ctrl-C (SIGINT)
+        to our own child, whose staged report folder is removed as on any interruption. The last
+        rebuild runs at the driver's priority: the search waits for it."""
         self._stop.set()
         self._thread.join()
         with self._lock:
-            if self._proc is not None:
-                self._proc.wait()
-                self._reap()
-            self._start()
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc is not None:
+                if proc.stderr:
+                    proc.stderr.close()
+                self._proc = None
+            self._start(nice=0)
             assert self._proc is not None
             self._proc.wait()
             self._reap()

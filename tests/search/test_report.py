@@ -42,7 +42,7 @@ from search.report import build as report
 from search.report import figures as report_figures
 from search.report.refresh import ReportRefresher
 from search.rundir import OPTUNA_JOURNAL, RunDir
-from tests.conftest import trial_folders
+from tests.conftest import trial_folders, wait_for
 from tests.search.chromium import Chromium, find_chromium
 from tests.search.conftest import QuickDemo
 
@@ -482,6 +482,26 @@ def test_a_report_that_fails_only_logs_a_warning(demo_run: Path, tmp_path: Path)
     refresher.close()  # the last rebuild, waited for
     assert len(messages) == 1 and messages[0].startswith("warning:"), messages
     assert "was not refreshed" in messages[0] and not (run_dir / "report").exists()
+
+
+def test_the_last_rebuild_stops_one_still_running_and_leaves_no_staged_folder(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    """At the search's end a rebuild begun before it is stopped (SIGINT to our own child), not
+    waited for; its staged folder goes with it, and the last rebuild writes the report whole."""
+    run_dir = copy_run(demo_run, tmp_path / "ending", ("alpha",))
+    messages: list[str] = []
+    refresher = ReportRefresher(RunDir(run_dir, str(run_dir), run_dir.name), messages.append, every_s=3600)
+    refresher.request()
+    # the rebuild under way: its staged folder is there
+    wait_for(lambda: any(p.name.startswith(".report") for p in run_dir.iterdir()), 120, "a staged report")
+    stale = refresher._proc
+    assert stale is not None and stale.poll() is None
+    refresher.close()
+    assert stale.returncode == 130  # interrupted, by us
+    assert messages == [], messages
+    assert (run_dir / "report" / "index.html").is_file()
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".report")]
 
 
 def test_png_images_decode_as_written() -> None:
