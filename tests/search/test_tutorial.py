@@ -75,7 +75,7 @@ def test_the_readme_tutorial_runs_verbatim(tmp_path):
         outputs.append(done.stdout)
     synthetic_out, import_out, dry_run, _, export_out = outputs
     assert synthetic_out.count(".mp4") == 2
-    assert re.findall(r"wrote \S+session_0[01]\.h5: 2000 frames of 1x64x64", import_out), import_out
+    assert re.findall(r"wrote \S+session_0[01]\.h5: 1000 frames of 1x64x64", import_out), import_out
     # the dry run planned the search it ran: its stages, a time estimate, and nothing written
     assert all(stage in dry_run for stage in ("alpha", "beta", "seeds")), dry_run
     assert re.search(r"\d+(\.\d+)? ?(s|min|h)\b", dry_run) and "nothing was started" in dry_run, dry_run
