@@ -146,4 +146,4 @@ def submit(
             )
         )
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # ours: the temporary folder stage_config made

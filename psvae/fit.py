@@ -164,5 +164,5 @@ def run_fit(
         )
     write_json_atomic(out_dir / SUMMARY, summary.to_json())
     if summary.status == "completed":
-        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)  # ours: this fit's checkpoint, in its own folder
     return summary

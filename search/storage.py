@@ -154,7 +154,7 @@ class Storage:
         local = self.local / check_run_id(run_id)
         # the mirror is this project's cache: one folder per run, directly inside it
         assert local.parent == self.local, local
-        shutil.rmtree(local, ignore_errors=True)
+        shutil.rmtree(local, ignore_errors=True)  # ours: the run's copy in our mirror, checked above
         local.mkdir(parents=True)
         for name in DRIVER_FILES:
             source = f"{self.root}/{run_id}/{name}"
@@ -241,13 +241,13 @@ class Reserve:
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                self.path.unlink()  # ours: the room this driver reserved (NAME, in the run)
             raise
         os.close(fd)
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
-            self.path.unlink()
+            self.path.unlink()  # ours: the room this driver reserved (NAME, in the run)
 
 
 # -- Tune's writes on a local storage ---------------------------------------------------------
@@ -309,7 +309,7 @@ class _AtomicFile:
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(OSError):
-            self.tmp.unlink(missing_ok=True)
+            self.tmp.unlink(missing_ok=True)  # ours: this writer's temporary file
 
     def __del__(self) -> None:  # dropped without a close (a copy that failed while reading)
         if not self.closed:
@@ -465,7 +465,7 @@ def check_shared_storage(storage: Storage, folder: Path, timeout_s: float = PROB
     finally:
         for path in [marker, *folder.glob(f"{marker.name}.*")]:  # our marker and the replies
             with contextlib.suppress(OSError):
-                path.unlink()
+                path.unlink()  # ours: the probe's marker and the nodes' replies to it
     if blind:
         raise UserError(
             f"--storage {storage.root}: not one shared folder for the whole cluster; "

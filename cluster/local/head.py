@@ -300,7 +300,7 @@ def stop(folder: Path, timeout_s: float = 30) -> bool:
         pids = [p for p in pids if alive(p)]
         if not pids:
             break
-    path.unlink()
+    path.unlink()  # ours: the state file start() wrote in the head's folder
     return ran
 
 

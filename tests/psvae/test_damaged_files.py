@@ -156,6 +156,36 @@ def test_a_pickle_in_the_weights_is_refused_and_never_runs(copy, tmp_path):
     assert marker.is_dir()
 
 
+@pytest.mark.parametrize("command", ["encode", "score"])
+@pytest.mark.parametrize("damage", ["pickle", "truncated"])
+def test_encode_and_score_refuse_a_hostile_or_damaged_bundle_in_one_line(
+    command, damage, copy, synthetic_file, tmp_path, capsys
+):
+    """What load_model refuses, the commands that load a bundle refuse in one line, exit 2,
+    writing nothing; the pickled call never runs."""
+    from psvae.synthetic import factors_path
+
+    marker = tmp_path / "payload-ran"
+    if damage == "pickle":
+        _with_payload(copy / "weights.pt", marker)
+    else:
+        _truncate(copy / "weights.pt")
+    out = tmp_path / "out.json"
+    argv = {
+        "encode": ["encode", "--model", str(copy), "--data", str(synthetic_file), "--out", str(out)],
+        "score": [
+            "score", "--model", str(copy), "--data", str(synthetic_file),
+            "--factors", str(factors_path(synthetic_file)), "--json", str(out),
+        ],
+    }[command]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"psvae: error: {copy}"), err
+    assert ("pickled Python object" in err) == (damage == "pickle")
+    assert not marker.exists() and not out.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp file either
+
+
 def test_a_symbolic_link_loop_as_bundle(tmp_path):
     loop = tmp_path / "model"
     loop.symlink_to(loop)

@@ -57,13 +57,14 @@ def intact(path: Path) -> bool:
     return (path / "thesis.txt").read_text() == "years of work"
 
 
+@pytest.mark.parametrize("command", ["search", "submit"])
 @pytest.mark.parametrize("run_id", ["../victim", "/tmp/victim", "a/../../victim"])
-def test_search_refuses_a_path_as_run_id_before_anything_is_written(tmp_path, capsys, run_id):
+def test_search_refuses_a_path_as_run_id_before_anything_is_written(tmp_path, capsys, run_id, command):
     storage = tmp_path / "runs"
+    cluster = ["--address", "http://127.0.0.1:1"] if command == "submit" else []
+    config = ["--config", str(tmp_path / "none.yaml")]
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            ["search", "--config", str(tmp_path / "none.yaml"), "--run-id", run_id, "--storage", str(storage)]
-        )
+        main([command, *cluster, *config, "--run-id", run_id, "--storage", str(storage)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--run-id" in err and "one plain name" in err
@@ -234,3 +235,22 @@ def test_encode_force_replaces_only_a_latents_table(tmp_path, bundle, synthetic_
     mine.unlink()
     assert main(args) == 0
     assert main(args) == 0  # its own table: replaced
+
+
+def test_a_run_id_naming_a_folder_of_the_users_is_refused_and_the_folder_kept(
+    tmp_path, synthetic_file, capsys
+):
+    """A run id that names an existing folder in the storage which is not a run (no manifest,
+    files of someone else's): one line, exit 2, before Ray starts, and the folder as it was."""
+    storage = tmp_path / "runs"
+    mine = storage / "thesis"
+    mine.mkdir(parents=True)
+    (mine / "thesis.txt").write_text("years of work")
+    spec = tmp_path / "search.yaml"
+    stages = [{"name": "alpha", "values": [50]}]
+    spec.write_text(json.dumps({"data": [str(synthetic_file)], "stages": stages}))
+    code = main(["search", "--config", str(spec), "--run-id", "thesis", "--storage", str(storage)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{mine}: exists and is not a search run; choose another --run-id" in err
+    assert intact(mine) and sorted(p.name for p in mine.iterdir()) == ["thesis.txt"]
