@@ -12,7 +12,6 @@ import pickle
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -23,26 +22,7 @@ from psvae.errors import UserError
 from psvae.trainer import Trainer
 from search.rundir import LOCK, DriverLock
 from search.storage import AtomicLocalHandler, disk_full
-from tests.conftest import REPO, small_config, wait_for
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` at ``path``, unmounted afterwards (skipped where mounting is not
-    possible, failed under CI)."""
-    path.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-        pytest.skip(f"cannot mount a tmpfs here (root is needed): {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], check=True)
+from tests.conftest import REPO, small_config, small_tmpfs, wait_for
 
 
 # -- Tune's writes ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 
 from cluster.local.head import descendants
 from search.rundir import RunDir, check_tune_state
-from tests.conftest import env_for, psvae, trial_folders, wait_for
+from tests.conftest import env_for, psvae, small_tmpfs, trial_folders, wait_for
 from tests.search.test_search_ray import (
     check_results,
     cmdline,
@@ -203,24 +203,6 @@ def test_one_driver_per_run_and_a_killed_damaged_and_moved_run_resumes(
 
 
 # -- a full disk ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` mounted at ``path`` for the test, unmounted afterwards."""
-    path.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs (needed for the full-disk test): {mounted.stderr.decode()}")
-        pytest.skip(f"cannot mount a tmpfs here (root is needed): {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], check=True)
-
-
 def fill(folder: Path) -> Path:
     """Write a ballast file until the file system is full."""
     ballast = folder / "ballast"
