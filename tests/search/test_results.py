@@ -481,13 +481,14 @@ def test_unknown_schema_versions_are_refused_in_one_line(tmp_path: Path, version
 
 # -- one spelling of every column, and the trainer, the loss and the schemas agree -----------------
 SEARCH = Path(__file__).resolve().parents[2] / "search"
-NOT_YET_SWEPT = ("report/", "export.py")
+NOT_YET_SWEPT = ("report/",)
 """search/ modules another branch is changing: not checked yet. Empty this after the merge."""
 ALSO_NOT_A_COLUMN: dict[str, set[str]] = {
     # words that name something else there too: the spelling is that thing's, not a column's
     "cli.py": {"status"},  # the psvae status subcommand
     "demo.py": {"alpha", "beta", "delta", "model_class", "n_background"},  # stage names, config keys
     "driver.py": {"stage"},  # the trial's Tune config key
+    "export.py": {"run_id", "status"},  # selection.json's run and its stages' manifest records
     "rundir.py": {"checkpoint", "error", "run_id", "seconds", "stage", "status", "trial_id"},  # manifest
     "scheduler.py": {"alpha", "beta", "msp_alpha", "stage", "trial_id", "checkpoint"},  # stages, decision
     "spec.py": {"alpha", "beta", "delta", "msp_alpha", "n_unsupervised", "sigma_x"},  # stage names
