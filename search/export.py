@@ -15,6 +15,7 @@ from typing import Any
 
 from psvae.errors import UserError
 from psvae.files import check_replaceable, staged_dir
+from results_schema import columns as col
 from search.rundir import BUNDLE, MANIFEST, RunDir
 from search.storage import exists, fetch_dir, is_uri
 
@@ -39,13 +40,13 @@ def _trial_row(run: RunDir, trial: str) -> dict[str, Any]:
     table = run.results_table("trials")
     if table.empty:
         raise UserError(f"--trial {trial}: {run.location} has no finished trials yet")
-    rows = table[table["trial_id"] == trial]
+    rows = table[table[col.TRIAL_ID] == trial]
     if rows.empty:
-        known = ", ".join(sorted(table["trial_id"].astype(str)))
+        known = ", ".join(sorted(table[col.TRIAL_ID].astype(str)))
         raise UserError(f"--trial {trial}: no such trial in {run.location} (its trials: {known})")
     row = {str(k): v for k, v in rows.iloc[0].to_dict().items()}
-    if row["status"] != "completed" or not isinstance(row.get("checkpoint"), str):
-        raise UserError(f"--trial {trial}: the trial {row['status']} and has no model to export")
+    if row[col.STATUS] != "completed" or not isinstance(row.get(col.CHECKPOINT), str):
+        raise UserError(f"--trial {trial}: the trial {row[col.STATUS]} and has no model to export")
     return row
 
 
@@ -82,21 +83,21 @@ def export_run(run_dir: str | Path, out: str | Path, force: bool = False, trial:
         if manifest.selected is None:
             raise UserError(f"{run_dir}: the search has not selected a model yet (status {manifest.status})")
         selected = manifest.selected
-        exported = {"stage": selected.stage, "trial_id": selected.trial_id, "chosen": selected.chosen}
+        exported = {col.STAGE: selected.stage, col.TRIAL_ID: selected.trial_id, "chosen": selected.chosen}
         recorded = selected.checkpoint
     else:
         row = _trial_row(run, trial)
-        recorded = row["checkpoint"]
-        config = json.loads(row["config_json"])
-        exported = {"stage": row["stage"], "trial_id": trial, "config": config}
-        for key in ("reused_from", "val_pixel_mse", "val_label_r2", "train_mean_abs_corr_u"):
+        recorded = row[col.CHECKPOINT]
+        config = json.loads(row[col.CONFIG_JSON])
+        exported = {col.STAGE: row[col.STAGE], col.TRIAL_ID: trial, "config": config}
+        for key in (col.REUSED_FROM, col.VAL_PIXEL_MSE, col.VAL_LABEL_R2, col.TRAIN_MEAN_ABS_CORR_U):
             value = row.get(key)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 exported[key] = value
     bundle = f"{run.checkpoint(recorded)}/{BUNDLE}"
     if not exists(f"{bundle}/weights.pt"):
         raise UserError(f"{bundle}: the trial's model bundle is missing")
-    is_selected = manifest.selected is not None and exported["trial_id"] == manifest.selected.trial_id
+    is_selected = manifest.selected is not None and exported[col.TRIAL_ID] == manifest.selected.trial_id
     with staged_dir(out, kind=EXPORT_KIND, legacy=LEGACY_EXPORT) as staged:
         if is_uri(bundle):
             fetch_dir(bundle, staged)

@@ -9,9 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ("psvae", "search", "results_schema", "cluster", "bench", "tests")
-NOT_YET_SWEPT = ("search/report/",)
-"""Paths another branch is changing: their bare citations are not checked yet. Empty this
-after the merge (search/report/model.py cites ``model.md`` §8, which is docs/model.md §8)."""
 
 # docs/model.md §2, ``docs/model.md`` §2-3, docs/latents.md section 4
 CITATION = re.compile(r"docs/([\w-]+\.md)`*\s*(?:§|section )\s*(\d+)(?:\s*[-–]\s*(\d+))?")
@@ -54,7 +51,7 @@ def test_no_citation_leaves_out_the_folder():
     bare = [
         f"{name}: {m.group(0)}"
         for name, text in _files()
-        if not name.startswith(NOT_YET_SWEPT) and name != "tests/test_doc_citations.py"
+        if name != "tests/test_doc_citations.py"
         for m in BARE.finditer(text)
     ]
     assert not bare, "cite docs/<file>.md §N:\n" + "\n".join(bare)

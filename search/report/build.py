@@ -25,6 +25,7 @@ import numpy as np
 
 from psvae.errors import UserError
 from psvae.files import staged_dir
+from results_schema import columns as col
 from search.report import evidence, figures
 from search.report import model as report_model
 from search.report.page import render_page
@@ -113,11 +114,11 @@ def summary_section(run: Run, page: Page) -> Section:
         decision = (record or {}).get("decision")
         if not decision:
             continue
-        columns = [c for c in decision["table"][0] if c not in ("status",)] if decision["table"] else []
+        columns = [c for c in decision["table"][0] if c not in (col.STATUS,)] if decision["table"] else []
         parts.append(
             f"<details><summary>The numbers behind the {esc(name)} decision "
             f"({esc(decision['rule'])})</summary>"
-            f"{html_table(decision['table'], columns, highlight=decision['trial_id'])}</details>"
+            f"{html_table(decision['table'], columns, highlight=decision[col.TRIAL_ID])}</details>"
         )
     parts.append(_chosen_model_html(run))
     parts.append(_dashboards_html(run))
@@ -135,14 +136,14 @@ def _chosen_model_html(run: Run) -> str:
     if not selected:
         return '<h3>Chosen model</h3><p class="muted">Pending: the search has not selected a model yet.</p>'
     row = run.trials[
-        (run.trials["stage"] == selected["stage"]) & (run.trials["trial_id"] == selected["trial_id"])
+        (run.trials[col.STAGE] == selected["stage"]) & (run.trials[col.TRIAL_ID] == selected["trial_id"])
     ]
     metrics = (
-        "test_pixel_mse",
-        "test_label_mse",
-        "test_label_r2",
-        "train_mean_abs_corr_u",
-        "test_abs_corr_u01",
+        col.TEST_PIXEL_MSE,
+        col.TEST_LABEL_MSE,
+        col.TEST_LABEL_R2,
+        col.TRAIN_MEAN_ABS_CORR_U,
+        col.TEST_ABS_CORR_U01,
     )
     values = row.iloc[0] if len(row) else {}
     items = [f"<dt>{esc(k)}</dt><dd>{esc(fmt(v))}</dd>" for k, v in selected["chosen"].items()]
@@ -180,7 +181,7 @@ def stage_section(run: Run, page: Page, stage: dict[str, Any]) -> Section:
         )
     running = record["status"] == "running"
     decision = record.get("decision")
-    chosen = decision["trial_id"] if decision else None
+    chosen = decision[col.TRIAL_ID] if decision else None
     parts = []
     if running:
         parts.append(
@@ -194,14 +195,14 @@ def stage_section(run: Run, page: Page, stage: dict[str, Any]) -> Section:
         )
     else:
         parts.append(f'<p class="error">The stage failed: {esc(record.get("error", ""))}</p>')
-    reused = [t for t in trials["reused_from"] if isinstance(t, str)] if "reused_from" in trials else []
+    reused = [t for t in trials[col.REUSED_FROM] if isinstance(t, str)] if col.REUSED_FROM in trials else []
     if reused:
         parts.append(
             f'<p class="muted">Reused: {len(reused)} trial(s) of this stage had the very fit config of a '
             f"trial an earlier stage completed ({esc(', '.join(reused))}); their results are that "
             "trial's, not fitted again.</p>"
         )
-    if not (trials["status"] == "completed").any():
+    if not (trials[col.STATUS] == "completed").any():
         if not running:
             parts.append('<p class="muted">No trial of this stage completed: nothing to plot.</p>')
     elif stage["key"] == "loss.alpha":
@@ -240,18 +241,20 @@ def curves_section(run: Run, page: Page) -> Section:
     pending = []
     for stage in run.stage_specs():
         name = stage["name"]
-        epochs = run.epochs[run.epochs["stage"] == name]
+        epochs = run.epochs[run.epochs[col.STAGE] == name]
         trials = run.stage_trials(name)
         if trials.empty:
             pending.append(name)
             continue
         names = trial_names(stage, trials)
-        with_epochs = {t: n for t, n in names.items() if (epochs["trial_id"] == t).any()}
+        with_epochs = {t: n for t, n in names.items() if (epochs[col.TRIAL_ID] == t).any()}
         parts.append(f"<h3>{esc(STAGE_TITLES.get(name, name))}</h3>")
         if with_epochs:
             parts.append(page.figure(figures.training_curves(epochs, with_epochs)))
         reused = {
-            t for t, r in zip(trials["trial_id"], trials["reused_from"], strict=True) if isinstance(r, str)
+            t
+            for t, r in zip(trials[col.TRIAL_ID], trials[col.REUSED_FROM], strict=True)
+            if isinstance(r, str)
         }
         missing = sorted(set(names) - set(with_epochs) - reused)
         if missing:
@@ -273,23 +276,23 @@ def curves_section(run: Run, page: Page) -> Section:
 
 def failures_section(run: Run) -> Section:
     columns = [
-        "stage",
-        "trial_id",
-        "status",
-        "error",
-        "alpha",
-        "beta",
-        "n_unsupervised",
-        "seed_model",
-        "epochs_run",
+        col.STAGE,
+        col.TRIAL_ID,
+        col.STATUS,
+        col.ERROR,
+        col.ALPHA,
+        col.BETA,
+        col.N_UNSUPERVISED,
+        col.SEED_MODEL,
+        col.EPOCHS_RUN,
     ]
-    failed = run.trials[run.trials["status"] != "completed"]
+    failed = run.trials[run.trials[col.STATUS] != "completed"]
     rows = [{c: r[c] for c in columns} for _, r in failed.iterrows()]
     for name, record in _stages_in_order(run):
         decision = (record or {}).get("decision") or {}
         for entry in decision.get("table", []):
-            if entry.get("excluded") and entry.get("status") == "completed":
-                rows.append({**entry, "stage": name, "error": f"excluded: {entry['excluded']}"})
+            if entry.get("excluded") and entry.get(col.STATUS) == "completed":
+                rows.append({**entry, col.STAGE: name, col.ERROR: f"excluded: {entry['excluded']}"})
     stage_errors = [
         f"<li><b>{esc(n)}</b>: {esc(r['error'])}</li>"
         for n, r in run.manifest["stages"].items()

@@ -35,6 +35,7 @@ from results_schema.columns import (
     LABEL_LEAKAGE_U,
     N_ACTIVE_U,
     REUSED_FROM,
+    STAGE,
     STATUS,
     TRAIN_MEAN_ABS_CORR_U,
     TRIAL_ID,
@@ -112,7 +113,7 @@ def candidates(run: Run, keys: Sequence[str] = CANDIDATE_KEYS) -> list[Candidate
                     names[trial],
                     {str(k): v for k, v in row.items()},
                     verdicts.get(trial),
-                    trial == decision.get("trial_id"),
+                    trial == decision.get(TRIAL_ID),
                 )
             )
     return out
@@ -221,7 +222,7 @@ def _unique(names: list[str]) -> list[str]:
 
 def _candidates_table(every: list[Candidate], run: Run) -> str:
     columns = [
-        "stage",
+        STAGE,
         "trial",
         "trial of",
         TRAIN_MEAN_ABS_CORR_U,
@@ -236,7 +237,7 @@ def _candidates_table(every: list[Candidate], run: Run) -> str:
         below = threshold(run, c.stage)
         rows.append(
             {
-                "stage": c.stage,
+                STAGE: c.stage,
                 "trial": f"{c.trial_id} ({c.name})",
                 "trial of": c.fit if c.fit != c.trial_id else "",
                 TRAIN_MEAN_ABS_CORR_U: c.row.get(TRAIN_MEAN_ABS_CORR_U),

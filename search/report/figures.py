@@ -15,22 +15,38 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from results_schema.columns import LABEL_LEAKAGE_U, TRAIN_MEAN_ABS_CORR_U, VAL_MU_VAR_U
+from results_schema.columns import (
+    ALPHA,
+    EPOCH,
+    LABEL_LEAKAGE_U,
+    N_UNSUPERVISED,
+    SEED_MODEL,
+    SESSION_CHANCE,
+    TEST_ABS_CORR_U01,
+    TRAIN_MEAN_ABS_CORR_U,
+    TRIAL_ID,
+    VAL_DWKL,
+    VAL_LABEL_MSE,
+    VAL_MI,
+    VAL_MU_VAR_U,
+    VAL_PIXEL_MSE,
+    VAL_SESSION_ACC,
+    VAL_TC,
+    epoch_metric,
+)
 
 # What the beta and seeds sections compare, as result-table columns.
 STAGE_METRICS: tuple[str, ...] = (
-    "val_pixel_mse",
-    "val_label_mse",
-    "val_mi",
-    "val_tc",
-    "val_dwkl",
-    "train_mean_abs_corr_u",
+    VAL_PIXEL_MSE,
+    VAL_LABEL_MSE,
+    VAL_MI,
+    VAL_TC,
+    VAL_DWKL,
+    TRAIN_MEAN_ABS_CORR_U,
 )
-# Multi-session fits: how well a classifier reads the session from z_u, and its chance level.
-SESSION_ACCURACY = "val_session_acc"
-SESSION_CHANCE = "session_chance"
-# The reference's |r| variant, drawn beside the selection statistic.
-REFERENCE_CORRELATION = "test_abs_corr_u01"
+# Multi-session fits add how well a classifier reads the session from z_u (VAL_SESSION_ACC)
+# and its chance level (SESSION_CHANCE); beside the selection statistic is drawn the
+# reference's |r| variant (TEST_ABS_CORR_U01).
 # Training curves: each appears as train_<name> and val_<name> in the epochs table.
 CURVE_METRICS: tuple[str, ...] = ("loss", "pixel_mse", "label_r2", "kl_s", "mi", "tc", "dwkl")
 
@@ -85,28 +101,28 @@ def _value_axis(fig: go.Figure, values: pd.Series, title: str) -> None:
 
 
 def _hover(table: pd.DataFrame) -> list[str]:
-    return [f"trial {t}" for t in table["trial_id"]]
+    return [f"trial {t}" for t in table[TRIAL_ID]]
 
 
 def alpha_sweep(trials: pd.DataFrame, chosen_trial: str | None) -> go.Figure:
     """val_pixel_mse and val_label_mse against alpha, one line per number of unsupervised latents."""
-    metrics = ("val_pixel_mse", "val_label_mse")
-    usable = _finite(trials, ["alpha", *metrics]).sort_values("alpha")
+    metrics = (VAL_PIXEL_MSE, VAL_LABEL_MSE)
+    usable = _finite(trials, [ALPHA, *metrics]).sort_values(ALPHA)
     fig = make_subplots(rows=1, cols=2, subplot_titles=metrics, horizontal_spacing=0.1)
-    groups = list(usable.groupby("n_unsupervised"))
+    groups = list(usable.groupby(N_UNSUPERVISED))
     for i, (n_u, group) in enumerate(groups):
         for col, metric in enumerate(metrics, start=1):
             fig.add_trace(
                 go.Scatter(
-                    x=group["alpha"], y=group[metric], mode="lines+markers",
+                    x=group[ALPHA], y=group[metric], mode="lines+markers",
                     name=f"n_unsupervised = {n_u}", legendgroup=str(n_u), showlegend=col == 1,
                     line={"color": COLOURS[i % len(COLOURS)]}, marker={"size": 8},
                     text=_hover(group), hovertemplate="alpha %{x:.4g}<br>%{y:.4g}<br>%{text}<extra></extra>",
                 ),
                 row=1, col=col,
             )  # fmt: skip
-    _mark_chosen(fig, usable, chosen_trial, "alpha", metrics)
-    _value_axis(fig, usable["alpha"], "alpha")
+    _mark_chosen(fig, usable, chosen_trial, ALPHA, metrics)
+    _value_axis(fig, usable[ALPHA], ALPHA)
     return _layout(
         fig, 400, legend={"orientation": "h", "y": -0.28, "x": 0}, margin={"l": 60, "r": 20, "t": 50, "b": 80}
     )
@@ -121,7 +137,7 @@ def _mark_chosen(
     n_cols: int = 0,
 ) -> None:
     """A red star on the chosen trial in every panel (panels numbered row-major, ``n_cols`` wide)."""
-    row = table[table["trial_id"] == chosen_trial]
+    row = table[table[TRIAL_ID] == chosen_trial]
     if row.empty:
         return
     for i, metric in enumerate(metrics):
@@ -138,45 +154,45 @@ def _mark_chosen(
 def alpha_tradeoff(trials: pd.DataFrame, decision: dict[str, Any] | None) -> go.Figure:
     """Each alpha trial as a point (val_pixel_mse, val_label_mse); candidates of the rule filled,
     the chosen one a star; the alpha_tolerance rule's pixel-MSE bound as a dashed line."""
-    usable = _finite(trials, ["alpha", "val_pixel_mse", "val_label_mse"])
-    table = {row["trial_id"]: row for row in (decision or {}).get("table", [])}
-    candidate = [bool(table.get(t, {}).get("candidate")) for t in usable["trial_id"]]
+    usable = _finite(trials, [ALPHA, VAL_PIXEL_MSE, VAL_LABEL_MSE])
+    table = {row[TRIAL_ID]: row for row in (decision or {}).get("table", [])}
+    candidate = [bool(table.get(t, {}).get("candidate")) for t in usable[TRIAL_ID]]
     labels = [
-        f"alpha={a:.4g}" + (f", U={u}" if usable["n_unsupervised"].nunique() > 1 else "")
-        for a, u in zip(usable["alpha"], usable["n_unsupervised"], strict=True)
+        f"alpha={a:.4g}" + (f", U={u}" if usable[N_UNSUPERVISED].nunique() > 1 else "")
+        for a, u in zip(usable[ALPHA], usable[N_UNSUPERVISED], strict=True)
     ]
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=usable["val_pixel_mse"], y=usable["val_label_mse"], mode="markers+text", text=labels,
+            x=usable[VAL_PIXEL_MSE], y=usable[VAL_LABEL_MSE], mode="markers+text", text=labels,
             textposition="top center", name="trials (filled: candidates of the rule)",
             marker={
                 "size": 11, "color": COLOURS[0], "line": {"width": 2, "color": COLOURS[0]},
                 "symbol": ["circle" if c else "circle-open" for c in candidate],
             },
-            customdata=usable["trial_id"],
+            customdata=usable[TRIAL_ID],
             hovertemplate="%{text}<br>val_pixel_mse %{x:.4g}<br>val_label_mse %{y:.4g}<br>"
             "trial %{customdata}<extra></extra>",
         )
     )  # fmt: skip
     if decision is not None:
-        chosen = usable[usable["trial_id"] == decision["trial_id"]]
+        chosen = usable[usable[TRIAL_ID] == decision[TRIAL_ID]]
         fig.add_trace(
             go.Scatter(
-                x=chosen["val_pixel_mse"], y=chosen["val_label_mse"], mode="markers", marker=CHOSEN_MARKER,
+                x=chosen[VAL_PIXEL_MSE], y=chosen[VAL_LABEL_MSE], mode="markers", marker=CHOSEN_MARKER,
                 name="chosen", hovertemplate="chosen<extra></extra>",
             )
         )  # fmt: skip
         tolerance = decision.get("params", {}).get("tolerance")
         if decision.get("rule") == "alpha_tolerance" and tolerance is not None and len(usable):
-            bound = (1 + tolerance) * float(usable["val_pixel_mse"].min())
+            bound = (1 + tolerance) * float(usable[VAL_PIXEL_MSE].min())
             fig.add_vline(
                 x=bound, line={"dash": "dash", "color": "#888"},
                 annotation_text=f"lowest × {1 + tolerance:g}", annotation_position="top right",
             )  # fmt: skip
-    fig.update_xaxes(title_text="val_pixel_mse")
-    fig.update_yaxes(title_text="val_label_mse")
-    if _log_axis(usable["val_label_mse"]):
+    fig.update_xaxes(title_text=VAL_PIXEL_MSE)
+    fig.update_yaxes(title_text=VAL_LABEL_MSE)
+    if _log_axis(usable[VAL_LABEL_MSE]):
         fig.update_yaxes(type="log")
     return _layout(fig, 420, title={"text": "pixel / label MSE trade-off", "x": 0.01})
 
@@ -184,8 +200,8 @@ def alpha_tradeoff(trials: pd.DataFrame, decision: dict[str, Any] | None) -> go.
 def stage_metrics(trials: pd.DataFrame) -> tuple[str, ...]:
     """The metrics a stage section compares: the six of every class, and the session accuracy
     where the trials were fit on several sessions (the multi-session plans select on it)."""
-    if SESSION_ACCURACY in trials and np.isfinite(trials[SESSION_ACCURACY].to_numpy(dtype=float)).any():
-        return (*STAGE_METRICS, SESSION_ACCURACY)
+    if VAL_SESSION_ACC in trials and np.isfinite(trials[VAL_SESSION_ACC].to_numpy(dtype=float)).any():
+        return (*STAGE_METRICS, VAL_SESSION_ACC)
     return STAGE_METRICS
 
 
@@ -224,18 +240,18 @@ def metric_sweep(
                 ),
                 row=r + 1, col=c + 1,
             )  # fmt: skip
-        if metric == "train_mean_abs_corr_u" and group is None:
-            reference = _finite(table, ["_x", REFERENCE_CORRELATION])
+        if metric == TRAIN_MEAN_ABS_CORR_U and group is None:
+            reference = _finite(table, ["_x", TEST_ABS_CORR_U01])
             fig.add_trace(
                 go.Scatter(
-                    x=reference["_x"], y=reference[REFERENCE_CORRELATION], mode="lines+markers",
-                    name=f"{REFERENCE_CORRELATION} (the reference's variant)",
+                    x=reference["_x"], y=reference[TEST_ABS_CORR_U01], mode="lines+markers",
+                    name=f"{TEST_ABS_CORR_U01} (the reference's variant)",
                     line={"color": "#999", "dash": "dot"},
-                    marker={"size": 6}, hovertemplate=f"{REFERENCE_CORRELATION} %{{y:.4g}}<extra></extra>",
+                    marker={"size": 6}, hovertemplate=f"{TEST_ABS_CORR_U01} %{{y:.4g}}<extra></extra>",
                 ),
                 row=r + 1, col=c + 1,
             )  # fmt: skip
-        if metric == SESSION_ACCURACY:
+        if metric == VAL_SESSION_ACC:
             _chance_line(fig, table, r + 1, c + 1)
     _mark_chosen(fig, _finite(table, ["_x"]), chosen_trial, "_x", metrics, n_cols=n_cols)
     _value_axis(fig, table["_x"], x_title)
@@ -257,7 +273,7 @@ def seed_spread(trials: pd.DataFrame, chosen_trial: str | None) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics, horizontal_spacing=0.05)
     for i, metric in enumerate(metrics):
         usable = _finite(trials, [metric])
-        seeds = [f"seed {s}" for s in usable["seed_model"]]
+        seeds = [f"seed {s}" for s in usable[SEED_MODEL]]
         fig.add_trace(
             go.Box(
                 y=usable[metric], name=metric, boxpoints="all", jitter=0.0, pointpos=0, showlegend=False,
@@ -266,18 +282,18 @@ def seed_spread(trials: pd.DataFrame, chosen_trial: str | None) -> go.Figure:
             ),
             row=1, col=i + 1,
         )  # fmt: skip
-        chosen = usable[usable["trial_id"] == chosen_trial]
+        chosen = usable[usable[TRIAL_ID] == chosen_trial]
         if not chosen.empty:
             fig.add_trace(
                 go.Scatter(
                     x=[metric], y=chosen[metric], mode="markers", marker=CHOSEN_MARKER, name="chosen",
                     legendgroup="chosen", showlegend=i == 0,
-                    hovertemplate=f"chosen: seed {int(chosen['seed_model'].iloc[0])}<br>"
+                    hovertemplate=f"chosen: seed {int(chosen[SEED_MODEL].iloc[0])}<br>"
                     "%{y:.4g}<extra></extra>",
                 ),
                 row=1, col=i + 1,
             )  # fmt: skip
-        if metric == SESSION_ACCURACY:
+        if metric == VAL_SESSION_ACC:
             _chance_line(fig, trials, 1, i + 1)
     fig.update_xaxes(showticklabels=False)
     return _layout(fig, 400)
@@ -293,25 +309,26 @@ def training_curves(epochs: pd.DataFrame, names: dict[str, str]) -> go.Figure:
     )
     traces, rows, cols = [], [], []
     for i, (trial_id, name) in enumerate(names.items()):
-        trial = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+        trial = epochs[epochs[TRIAL_ID] == trial_id].sort_values(EPOCH)
         colour = COLOURS[i % len(COLOURS)]
         for j, metric in enumerate(CURVE_METRICS):
             r, c = divmod(j, n_cols)
             for prefix, dash in (("train", "solid"), ("val", "dot")):
+                column = epoch_metric(prefix, metric)
                 traces.append(
                     go.Scatter(
-                        x=trial["epoch"], y=trial[f"{prefix}_{metric}"], mode="lines+markers",
+                        x=trial[EPOCH], y=trial[column], mode="lines+markers",
                         name=name, legendgroup=trial_id, showlegend=j == 0 and prefix == "train",
                         line={"color": colour, "dash": dash, "width": 2}, marker={"size": 4},
-                        hovertemplate=f"{name}<br>epoch %{{x}}<br>{prefix}_{metric} "
+                        hovertemplate=f"{name}<br>epoch %{{x}}<br>{column} "
                         "%{y:.4g}<extra></extra>",
                     )
                 )  # fmt: skip
                 rows.append(r + 1)
                 cols.append(c + 1)
     fig.add_traces(traces, rows=rows, cols=cols)  # at once: much faster than one by one
-    n_epochs = int(epochs["epoch"].max()) + 1 if len(epochs) else 1
-    fig.update_xaxes(title_text="epoch", title_standoff=4, tick0=0, dtick=max(1, -(-n_epochs // 8)))
+    n_epochs = int(epochs[EPOCH].max()) + 1 if len(epochs) else 1
+    fig.update_xaxes(title_text=EPOCH, title_standoff=4, tick0=0, dtick=max(1, -(-n_epochs // 8)))
     return _layout(
         fig,
         520,

@@ -1,5 +1,5 @@
 """What the report computes with the chosen model: label reconstructions on the test trials,
-latent traversals and the traversal movie (``model.md`` §8), and the images that show them.
+latent traversals and the traversal movie (``docs/model.md`` §8), and the images that show them.
 
 Everything here is numpy in, numpy or bytes out; the figures are drawn in ``search.report.figures``.
 Images are encoded as PNG with zlib alone, so the page needs no imaging library; the movie's GIF

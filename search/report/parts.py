@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from results_schema import columns as col
 from search.report import model as report_model
 from search.rundir import BUNDLE, RunDir
 from search.storage import fetch_dir, is_uri
@@ -21,12 +22,12 @@ from search.storage import fetch_dir, is_uri
 DONE, PENDING, FAILED, FIXED, UNAVAILABLE = "done", "pending", "failed", "fixed", "unavailable"
 # trials-table columns that hold a stage's varied key
 KEY_COLUMNS = {
-    "loss.alpha": "alpha",
-    "loss.beta": "beta",
-    "train.seed_model": "seed_model",
-    "model.n_unsupervised": "n_unsupervised",
-    "loss.delta": "delta",
-    "loss.msp_alpha": "msp_alpha",
+    "loss.alpha": col.ALPHA,
+    "loss.beta": col.BETA,
+    "train.seed_model": col.SEED_MODEL,
+    "model.n_unsupervised": col.N_UNSUPERVISED,
+    "loss.delta": col.DELTA,
+    "loss.msp_alpha": col.MSP_ALPHA,
 }
 STAGE_TITLES = {"alpha": "α stage", "beta": "β stage", "seeds": "Seeds"}
 
@@ -73,7 +74,7 @@ class Run:
         return list(self.manifest["spec"]["stages"])
 
     def stage_trials(self, stage: str) -> pd.DataFrame:
-        return self.trials[self.trials["stage"] == stage].reset_index(drop=True)
+        return self.trials[self.trials[col.STAGE] == stage].reset_index(drop=True)
 
     def record(self, stage: str) -> dict[str, Any] | None:
         return self.manifest["stages"].get(stage)
@@ -107,7 +108,7 @@ def html_table(
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = []
     for i, row in enumerate(rows):
-        chosen = highlight is not None and row.get("trial_id") == highlight
+        chosen = highlight is not None and row.get(col.TRIAL_ID) == highlight
         css = " ".join(filter(None, ["chosen" if chosen else "", (row_classes or [""] * len(rows))[i]]))
         cells = "".join(f"<td>{esc(fmt(row.get(c)))}</td>" for c in columns)
         body.append(f"<tr{f' class={css!r}' if css else ''}>{cells}</tr>")
@@ -135,7 +136,7 @@ def stage_values(stage: dict[str, Any], trials: pd.DataFrame, key: str | None = 
     column = KEY_COLUMNS.get(key)
     if column is not None:
         return trials[column].astype(float)
-    values = [json.loads(c).get(key) if isinstance(c, str) else None for c in trials["config_json"]]
+    values = [json.loads(c).get(key) if isinstance(c, str) else None for c in trials[col.CONFIG_JSON]]
     numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
     return pd.Series(numbers, index=trials.index)
 
@@ -144,13 +145,13 @@ def trial_names(stage: dict[str, Any], trials: pd.DataFrame) -> dict[str, str]:
     """trial_id -> a legend name such as ``alpha=100`` (``, U=3`` where U is swept too)."""
     values = stage_values(stage, trials)
     short = KEY_COLUMNS.get(stage["key"], stage["key"])
-    swept_u = trials["n_unsupervised"].nunique() > 1
+    swept_u = trials[col.N_UNSUPERVISED].nunique() > 1
     names = {}
     for value, (_, row) in zip(values, trials.iterrows(), strict=True):
-        name = f"{short}={fmt(value)}" + (f", U={row['n_unsupervised']}" if swept_u else "")
-        if isinstance(row.get("reused_from"), str):
+        name = f"{short}={fmt(value)}" + (f", U={row[col.N_UNSUPERVISED]}" if swept_u else "")
+        if isinstance(row.get(col.REUSED_FROM), str):
             name += " (reused)"
-        names[row["trial_id"]] = name if row["status"] == "completed" else f"{name} ({row['status']})"
+        names[row[col.TRIAL_ID]] = name if row[col.STATUS] == "completed" else f"{name} ({row[col.STATUS]})"
     return names
 
 
