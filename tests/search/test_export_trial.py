@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from psvae.export import load_model
-from results_schema.columns import REUSED_FROM, STAGE, TRIAL_ID
+from results_schema.columns import CHECKPOINT, REUSED_FROM, STAGE, TRIAL_ID
 from search.cli import main
 from search.rundir import RunDir
 from tests.search.conftest import QuickDemo
@@ -21,7 +21,9 @@ def test_export_trial_writes_that_trials_bundle_and_names_it(quick_demo: QuickDe
     run_dir = quick_demo.run_dir
     manifest = json.loads((run_dir / "manifest.json").read_text())
     trials = RunDir.open(run_dir).results_table("trials")
-    others = trials[(trials[TRIAL_ID] != manifest["selected"]["trial_id"]) & trials[REUSED_FROM].isna()]
+    # a beta trial with a fit of its own that is not the selected model's fit (the selected seed
+    # trial may be a reuse of a beta trial: that one has the selected weights)
+    others = trials[trials[REUSED_FROM].isna() & (trials[CHECKPOINT] != manifest["selected"]["checkpoint"])]
     row = others[others[STAGE] == "beta"].iloc[0]
     out = tmp_path / "beta-trial"
     assert main(["export", str(run_dir), "--trial", row[TRIAL_ID], "--out", str(out)]) == 0
@@ -32,7 +34,7 @@ def test_export_trial_writes_that_trials_bundle_and_names_it(quick_demo: QuickDe
     assert selection["exported"]["is_selected"] is False
     assert selection["selected"]["trial_id"] == manifest["selected"]["trial_id"]
     # its own weights: those of its checkpoint, not the selected model's
-    own = run_dir / row["checkpoint"] / "model" / "weights.pt"
+    own = run_dir / row[CHECKPOINT] / "model" / "weights.pt"
     chosen = run_dir / manifest["selected"]["checkpoint"] / "model" / "weights.pt"
     assert (out / "weights.pt").read_bytes() == own.read_bytes() != chosen.read_bytes()
 
