@@ -35,6 +35,7 @@ from search.rundir import (
     INPUTS,
     LOCK,
     LOG,
+    SUMMARY,
     DriverLock,
     Manifest,
     RunDir,
@@ -258,7 +259,17 @@ def _tune_classes() -> tuple[type, type]:
         def on_trial_result(
             self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
         ) -> None:
-            _live().trial_result(trial.trial_id, result)
+            engine = _live()
+            engine.trial_result(trial.trial_id, result)
+            if result.get("done") is True and _has_outcome(trial):
+                # The fit's outcome is in: the trial counts as ended now, before Tune stops its
+                # worker. A stage's last trial thus leads to the decision, and the next stage's
+                # trials are waiting, while the worker is still there for Tune to hand on:
+                # otherwise Tune keeps one idle worker at a stage's end and starts the others
+                # anew (about 5 s each), and the next stage ran little more than one trial at
+                # a time. on_trial_complete, when it comes, is a repeat the engine ignores.
+                with _on_full_disk():
+                    engine.trial_ended(_outcome(trial))
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             with _on_full_disk():  # a row not written now is written from Tune's trial on resume
@@ -325,6 +336,19 @@ def _stop_for_full_disk(where: str) -> None:
         signal.raise_signal(signal.SIGUSR1)
     else:
         raise _FULL
+
+
+def _has_outcome(trial: Any) -> bool:
+    """Whether the trial's checkpoint Tune holds is its final one (the fit's summary in it)."""
+    import pyarrow.fs as pafs
+
+    if trial.checkpoint is None:
+        return False
+    try:
+        info = trial.checkpoint.filesystem.get_file_info(f"{trial.checkpoint.path}/{SUMMARY}")
+    except OSError:
+        return False
+    return bool(info.type == pafs.FileType.File)
 
 
 def _outcome(trial: Any, failed: bool | None = None) -> TrialOutcome:
@@ -563,6 +587,29 @@ def _slots(spec: SearchSpec) -> int:
     return max(1, slots)
 
 
+def _at_once(spec: SearchSpec) -> int:
+    """How many trials of the default size the cluster runs at once, by CPUs and by GPUs."""
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = [resources.get("CPU", 0) / spec.resources.cpus_per_trial]
+    if spec.resources.gpus_per_trial:
+        fits.append(resources.get("GPU", 0) / spec.resources.gpus_per_trial)
+    n = int(min(fits) + 1e-9)
+    if spec.resources.max_concurrent:
+        n = min(n, spec.resources.max_concurrent)
+    return max(1, n)
+
+
+def _pending_trials(spec: SearchSpec) -> None:
+    """Let Tune start as many trials at once as the cluster runs. With a searcher of its own
+    (ours) Tune keeps one trial pending at a time unless told otherwise, so it started trials
+    one after another, each a worker's start-up (about 5 s here) after the last: two slots ran
+    little more than one trial at a time. Our searcher hands out only the current stage's
+    trials, so more pending ones cannot run ahead of a decision. A value the user set stands."""
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(_at_once(spec)))
+
+
 def run_search(
     spec: SearchSpec,
     run_id: str,
@@ -616,6 +663,7 @@ def run_search(
         check_tune_state(run)  # a damaged state file is one line, before anything reads it
         for note in _repoint_lost_checkpoints(run):
             log(note)
+        _pending_trials(spec)
         with _quiet_tune(), _tune_logs_to(run.local / LOG):
             tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance)
             _ENGINE, _FULL = engine, None
