@@ -59,9 +59,10 @@ TOP_KEYS = {
     "checkpoint_every_s",
     "stages",
     "reuse_fits",
+    "dashboard",
 }
 # what only changes how the search runs, not what it finds: left out of the spec hash
-RUNTIME_KEYS = ("resources", "max_failures", "checkpoint_every_s", "reuse_fits")
+RUNTIME_KEYS = ("resources", "max_failures", "checkpoint_every_s", "reuse_fits", "dashboard")
 STAGE_KEYS = {
     "name",
     "key",
@@ -129,6 +130,7 @@ class SearchSpec:
     max_failures: int = 2
     checkpoint_every_s: float = 60.0  # least time between two checkpoints of a trial; 0: every epoch
     reuse_fits: bool = True  # a trial whose fit an earlier stage completed is not run again
+    dashboard: bool = True  # a local search starts Ray's dashboard (on 127.0.0.1)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -170,6 +172,7 @@ class SearchSpec:
             max_failures=int(d.get("max_failures", 2)),
             checkpoint_every_s=float(d.get("checkpoint_every_s", 60.0)),
             reuse_fits=bool(d.get("reuse_fits", True)),
+            dashboard=bool(d.get("dashboard", True)),
         )
 
     def relative_to(self, folder: Path) -> SearchSpec:
@@ -510,9 +513,10 @@ def parse_spec(
         raise ConfigError(f"{source}: max_failures = {max_failures!r}: expected an integer >= 0")
 
     every_s = _number(source, "checkpoint_every_s", raw.get("checkpoint_every_s", 60.0))
-    reuse_fits = raw.get("reuse_fits", True)
-    if not isinstance(reuse_fits, bool):
-        raise ConfigError(f"{source}: reuse_fits = {reuse_fits!r}: expected true or false")
+    reuse_fits, dashboard = raw.get("reuse_fits", True), raw.get("dashboard", True)
+    for key, value in (("reuse_fits", reuse_fits), ("dashboard", dashboard)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} = {value!r}: expected true or false")
     spec = SearchSpec(
         data=paths,
         fit=base.flat(),
@@ -523,6 +527,7 @@ def parse_spec(
         max_failures=max_failures,
         checkpoint_every_s=every_s,
         reuse_fits=reuse_fits,
+        dashboard=dashboard,
     )
     # every trial's config must be valid too (e.g. anneal_epochs vs epochs, n_unsupervised)
     for stage in spec.stages:

@@ -49,6 +49,7 @@ def write_spec(
         "stages": stages,
         "max_failures": 2,
         "checkpoint_every_s": 0,  # every epoch, so the fault tests can count re-run epochs
+        "dashboard": False,  # a third of Ray's start; the quick demo's tests cover the dashboard
     }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec))

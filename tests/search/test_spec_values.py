@@ -66,6 +66,8 @@ BAD = {
         r"stages\[0\]\.range\[1\] = inf: expected a number",
     ),
     "nan checkpoint interval": ("checkpoint_every_s: .nan\n", r"checkpoint_every_s = nan: expected a number"),
+    "dashboard not a yes or no": ("dashboard: 8265\n", r"dashboard = 8265: expected true or false"),
+    "reuse_fits not a yes or no": ("reuse_fits: 'no'\n", r"reuse_fits = 'no': expected true or false"),
 }
 
 

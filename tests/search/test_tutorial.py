@@ -34,6 +34,7 @@ QUICK = {
         {"name": "seeds", "values": [0, 1], "rule_params": {"min_active_var": 1e-9}},
     ],
     "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 0},
+    "dashboard": False,  # the quick demo's tests cover the dashboard
 }
 
 
