@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,11 @@ def test_the_job_ships_only_the_config_with_absolute_data_paths(tmp_path: Path) 
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump({"data": ["d.h5"], "fit": {"train.epochs": 3, "loss.anneal_epochs": 1}}))
     folder = jobs.stage_config(config, alpha=100.0, beta=None)
-    assert [p.name for p in folder.iterdir()] == [jobs.CONFIG_NAME]
-    shipped = yaml.safe_load((folder / jobs.CONFIG_NAME).read_text())
+    try:
+        assert [p.name for p in folder.iterdir()] == [jobs.CONFIG_NAME]
+        shipped = yaml.safe_load((folder / jobs.CONFIG_NAME).read_text())
+    finally:
+        shutil.rmtree(folder)  # ours: the temporary folder stage_config made (submit removes it)
     assert shipped["data"] == [str((tmp_path / "d.h5").resolve())]
     assert (
         shipped["alpha"] == 100.0
