@@ -280,13 +280,7 @@ def _load(run: Run, candidate: Candidate) -> tuple[Any, list[report_model.TestTr
     if not isinstance(recorded, str):
         raise UserError("the trial recorded no checkpoint")
     model = load_model(local_checkpoint(recorded, run.path) / BUNDLE)
-    paths = [report_model.resolve_data_path(p, run.path) for p in run.manifest["spec"]["data"]]
-    missing = [p for p, found in zip(run.manifest["spec"]["data"], paths, strict=True) if found is None]
-    if missing:
-        raise UserError(f"{missing[0]}: session file not found (nor under {run.path / 'inputs'})")
-    trials = report_model.read_test_trials([p for p in paths if p is not None], model)
-    if not trials:
-        raise UserError("the data has no test trials")
+    trials = report_model.run_test_trials(run.path, run.manifest["spec"]["data"], model)
     return model, trials
 
 

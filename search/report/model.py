@@ -75,6 +75,22 @@ def read_test_trials(paths: list[Path], model: FittedModel) -> list[TestTrial]:
     return out
 
 
+def run_test_trials(run_path: Path, data: list[str], model: FittedModel) -> list[TestTrial]:
+    """The test trials of a run's session files (``data`` as its spec names them, found where
+    :func:`resolve_data_path` looks) for ``model``; a UserError says which file is missing or
+    that there are none."""
+    from psvae.errors import UserError
+
+    paths = [resolve_data_path(p, run_path) for p in data]
+    missing = [p for p, found in zip(data, paths, strict=True) if found is None]
+    if missing:
+        raise UserError(f"{missing[0]}: session file not found (nor under {run_path / 'inputs'})")
+    trials = read_test_trials([p for p in paths if p is not None], model)
+    if not trials:
+        raise UserError("the data has no test trials")
+    return trials
+
+
 def r2(true: np.ndarray, predicted: np.ndarray) -> float:
     """R² of one label over its valid (finite) entries; NaN when there are fewer than two."""
     valid = np.isfinite(true) & np.isfinite(predicted)
