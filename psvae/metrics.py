@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from psvae.losses import TERMS
+from psvae.thresholds import ACTIVE_VAR
 
 
 def r2_per_column(y: np.ndarray, y_hat: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -205,12 +206,6 @@ def session_accuracy(
         xv = (torch.as_tensor(val_latents, dtype=torch.float64) - mean) / std
         predicted = (xv @ weight + bias).argmax(1).numpy()
     return float((predicted == np.asarray(val_session)).mean())
-
-
-ACTIVE_VAR = 0.01
-"""A latent dimension is *active* when the variance over frames of its posterior mean is at least
-this (the convention of Burda et al. 2016, against the N(0, 1) prior): below it, the encoder
-gives (nearly) every frame the same code and the decoder cannot read anything from it."""
 
 
 def polynomial_features(x: np.ndarray, degree: int = 3) -> np.ndarray:

@@ -622,11 +622,7 @@ def run_search(
     """Run or resume the staged search; returns its run directory. ``observers``: factories of
     what watches the run (given its directory)."""
     global _ENGINE, _FULL, _RESERVE
-    import ray
-
-    from psvae.data import load_data
-
-    run, lock = open_run(spec, storage, run_id)
+    run, lock = open_run(spec, storage, run_id)  # a refusal here is quick: Ray, PyTorch not yet imported
     try:
         manifest = check_or_create(run, spec)
         log = RunLog(run, show)
@@ -639,6 +635,11 @@ def run_search(
             return run
         for moved in check_results(run, manifest):
             log(f"{moved}: damaged; set aside, the running stage's rows are rebuilt from its trials")
+        check_tune_state(run)  # a damaged state file is one line, before Ray starts or reads it
+        import ray
+
+        from psvae.data import load_data
+
         if not storage.remote:  # a full disk there must leave room for Tune's last save
             _RESERVE = Reserve(run.local)
             _RESERVE.take()
@@ -661,7 +662,6 @@ def run_search(
             per_session=FAMILY[base.model.model_class].background,
         )
         engine = StagedSearch(spec, run, manifest, log, watchers, slots=_slots(spec))
-        check_tune_state(run)  # a damaged state file is one line, before anything reads it
         for note in _repoint_lost_checkpoints(run):
             log(note)
         _pending_trials(spec)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from psvae.family import FAMILY
 from psvae.files import jsonable
-from psvae.metrics import ACTIVE_VAR
+from psvae.thresholds import ACTIVE_VAR
 from results_schema import columns as col
 
 HYPERPARAMETERS: tuple[str, ...] = (col.ALPHA, col.BETA, col.N_UNSUPERVISED, col.SEED_MODEL)

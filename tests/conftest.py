@@ -94,6 +94,24 @@ def env_for(home: Path) -> dict[str, str]:
     return env
 
 
+def imports_torch(*args: str, env: dict[str, str] | None = None) -> tuple[int, bool]:
+    """Run the command line in a new process: (its exit code, whether it imported PyTorch)."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['psvae', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('search.cli', run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    print('exit', stop.code, 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
+    last = (out.stderr.strip().splitlines() or [""])[-1].split()
+    assert len(last) == 3 and last[0] == "exit", (args, out.stderr[-2000:])
+    return (0 if last[1] == "None" else int(last[1])), last[2] == "True"
+
+
 def psvae(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the command line in a new process."""
     cmd = [sys.executable, "-m", "search.cli", *args]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from psvae.errors import UserError
-from psvae.metrics import ACTIVE_VAR
+from psvae.thresholds import ACTIVE_VAR
 from results_schema.columns import (
     CHECKPOINT,
     LABEL_LEAKAGE_U,

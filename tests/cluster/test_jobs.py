@@ -105,22 +105,21 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     # the quick demo's own test; here it is the job around it), as a job
     data = demo.write_inputs(tmp_path / "demo", quick=True).parent / "synthetic.h5"
 
-    def small_search(name: str, epochs: int) -> Path:
+    def small_search(name: str, epochs: int, stages: list[dict]) -> Path:
         path = tmp_path / f"{name}.yaml"
         fit = {**SMALL_NET, "train.epochs": epochs, "train.batch_size": 32, "loss.anneal_epochs": 1}
-        stages = demo.QUICK["stages"]
         path.write_text(
             yaml.safe_dump({"data": [str(data)], "fit": fit, "stages": stages, "checkpoint_every_s": 0})
         )
         return path
 
-    config = small_search("quick", 2)
+    config = small_search("quick", 2, demo.QUICK["stages"])
     t0 = time.monotonic()
     job = submit(token_head, env, config, "quick", storage)
     run_dir = storage / "quick"
     wait_for(lambda: stage_trials(run_dir, "alpha"), 120, "the first trial")
     to_first = time.monotonic() - t0
-    wait_for(finished(token_head, job), 420, "the quick job", every=2)
+    wait_for(finished(token_head, job), 420, "the quick job", every=1)
     wall = time.monotonic() - t0
     assert job_status(token_head, job) == "SUCCEEDED", psvae(
         "jobs", "logs", job, "--address", token_head.address, env={**env, **token_head.env()}
@@ -140,8 +139,11 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     assert out.returncode == 0, out.stderr
     assert frame_shape_in_fresh_process(tmp_path / "export", env) == "(1, 64, 64)"
 
-    # 2. a second run stopped during its beta stage, then resubmitted under the same run id
-    small = small_search("small", 6)
+    # 2. a second run, of two stages, stopped during its beta stage, then resubmitted under the
+    # same run id (beta = 1 reuses alpha = 50's fit: three fits)
+    screen = {"rule_params": {"min_active_var": 1e-9}}  # tiny fits: about stopping, not latents
+    two_stages = [{"name": "alpha", "values": [50, 100]}, {"name": "beta", "values": [1, 5], **screen}]
+    small = small_search("small", 12, two_stages)
     job = submit(token_head, env, small, "stopped", storage)
     run_dir = storage / "stopped"
     wait_for(
@@ -161,15 +163,15 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     assert manifest(run_dir)["stages"]["beta"]["status"] != "done"
 
     job = submit(token_head, env, small, "stopped", storage)
-    wait_for(finished(token_head, job), 300, "the resubmitted job", every=2)
+    wait_for(finished(token_head, job), 300, "the resubmitted job", every=1)
     assert job_status(token_head, job) == "SUCCEEDED"
     m = manifest(run_dir)
     assert m["status"] == "done"
     assert stage_trials(run_dir, "alpha") == alpha_trials  # no new alpha trial
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha"), alpha_rows)
     trials = pd.read_parquet(run_dir / "results" / "trials")
-    assert len(trials) == 11 and trials.trial_id.is_unique
-    assert len(trial_folders(run_dir)) == 9  # nothing fitted twice, before or after the stop
+    assert len(trials) == 4 and trials.trial_id.is_unique
+    assert len(trial_folders(run_dir)) == 3  # nothing fitted twice, before or after the stop
 
 
 def tiny_search(tmp_path: Path) -> Path:

@@ -20,7 +20,7 @@ import pytest
 
 from search.cli import main
 from search.status import last_reports
-from tests.conftest import env_for, psvae
+from tests.conftest import env_for, imports_torch, psvae
 from tests.search.test_search_ray import write_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -37,6 +37,14 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, synthetic_file: Path)
     assert done.returncode == 0, done.stderr[-3000:]
     yield home / "runs" / "r1"
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_status_and_resume_of_a_finished_run_do_not_import_torch(finished_run: Path, tmp_path: Path) -> None:
+    env = env_for(finished_run.parent.parent)
+    assert imports_torch("status", str(finished_run), env=env) == (0, False)
+    assert imports_torch("resume", str(finished_run), env=env) == (0, False)  # done: nothing to run
+    # export loads the model: PyTorch (the check sees it when it is there)
+    assert imports_torch("export", str(finished_run), "--out", str(tmp_path / "x"), env=env) == (0, True)
 
 
 @pytest.fixture

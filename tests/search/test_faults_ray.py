@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,6 +111,7 @@ def test_one_driver_per_run_and_a_killed_damaged_and_moved_run_resumes(
     beta_result.write_text(text + text.splitlines()[-1][:40])  # a line being written when killed
     status = psvae("status", str(run_dir), env=env)
     assert status.returncode == 0 and f"{'beta':<10} running" in status.stdout, status.stderr
+    assert re.search(r"beta\s+\S+\s+running\s+\S+=\S+\s+\d+/60", status.stdout), status.stdout
     assert "Traceback" not in status.stderr
 
     # ... Tune's experiment state cut short: one line naming it, nothing started
