@@ -138,8 +138,9 @@ class Display:
     def trial_ended(self, trial_id: str, row: dict[str, Any]) -> None:
         line = self.lines.pop(trial_id, None)
         what = row[col.STATUS] + (f" ({row[col.ERROR]})" if row.get(col.ERROR) else "")
-        values = values_text(line.values) if line else ""
-        self._event(f"trial {trial_id} ({row[col.STAGE]}: {values}) {what}")
+        # a trial Tune restored ended before this driver saw it start: its stage alone
+        values = f": {values_text(line.values)}" if line else ""
+        self._event(f"trial {trial_id} ({row[col.STAGE]}{values}) {what}")
         self._refresh()
 
     def stage_decided(self, stage: str, record: Any, manifest: Any) -> None:

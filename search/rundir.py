@@ -57,6 +57,7 @@ HISTORY = "history.json"  # the epochs so far
 SUMMARY = "summary.json"  # the fit's outcome (final checkpoint only)
 TRIAL_CONFIG = "trial_config.json"  # the trial's config: status reads it if Tune's params.json is lost
 BUNDLE = "model"  # the best epoch's model bundle (final checkpoint only)
+SET_ASIDE = "tune-set-aside"  # trial folders Tune's state does not know (see set_aside_unrecorded)
 
 RUNNING, DONE, FAILED, FIXED = "running", "done", "failed", "fixed"
 STATUSES = (RUNNING, DONE, FAILED, FIXED)
@@ -608,3 +609,46 @@ def locked(run: RunDir) -> Iterator[DriverLock]:
         yield lock
     finally:
         lock.release()
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A trial folder of the running stage that Tune's experiment state does not list, as moved
+    aside: its newest checkpoint that has its config, and that config (None when it had none)."""
+
+    folder: Path
+    checkpoint: Path | None
+    config: dict[str, Any] | None
+
+
+def set_aside_unrecorded(run: RunDir, stage: str, known: set[str]) -> list[Unrecorded]:
+    """A driver killed after a trial's worker wrote its first checkpoint but before Tune next
+    saved its experiment state leaves a folder ``tune/<stage>-<id>/`` that Tune, restored, does
+    not know: the stage's trial would start again from epoch 0 beside it. Move each such folder
+    (one of the running ``stage`` whose trial id is not in ``known``) to ``RUN/tune-set-aside/``,
+    out of the experiment, and return where its work is, so the trial can go on from it. Local
+    runs only: in an object store Tune's uploads are whole trials (the trial runs again)."""
+    if is_uri(run.location):
+        return []
+    experiment = run.local / EXPERIMENT
+    found = []
+    for folder in sorted(experiment.glob(f"{stage}-*")):
+        trial_id = folder.name.removeprefix(f"{stage}-")
+        if not folder.is_dir() or trial_id in known:
+            continue
+        aside = run.local / SET_ASIDE / folder.name
+        aside.parent.mkdir(exist_ok=True)
+        if aside.exists():  # the same name twice: keep both, the later one numbered
+            aside = aside.with_name(f"{folder.name}.{len(list(aside.parent.glob(folder.name + '*')))}")
+        os.rename(folder, aside)  # a move inside our own run, nothing deleted
+        checkpoint, config = None, None
+        for candidate in sorted(aside.glob("checkpoint_*"), reverse=True):
+            try:
+                read = json.loads((candidate / TRIAL_CONFIG).read_text())
+            except (OSError, ValueError):
+                continue  # a checkpoint whose files had not all arrived
+            if isinstance(read, dict) and any((candidate / f).is_file() for f in (TRAINER_STATE, SUMMARY)):
+                checkpoint, config = candidate, read
+                break
+        found.append(Unrecorded(aside, checkpoint, config))
+    return found

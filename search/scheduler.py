@@ -47,6 +47,7 @@ from search.rundir import (
     Selected,
     StageRecord,
     now,
+    set_aside_unrecorded,
 )
 from search.spec import SearchSpec, StageSpec
 
@@ -119,6 +120,8 @@ class _Stage:
     epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     started_at: float = field(default_factory=time.perf_counter)
     n_asked: int = 0  # optuna stages: trials asked of the study
+    # fit key -> a checkpoint of a set-aside trial folder its trial goes on from (restore)
+    continue_from: dict[str, str] = field(default_factory=dict)
 
 
 def trial_base(spec: SearchSpec) -> dict[str, Any]:
@@ -202,7 +205,8 @@ class StagedSearch:
                 return FINISHED
             if stage.queue:
                 overrides, fit, cpus = stage.queue.pop(0)
-                return self._hand_out(trial_id, stage, overrides, fit, cpus=cpus)
+                went_on = stage.continue_from.pop(fit_key(fit), None)
+                return self._hand_out(trial_id, stage, overrides, fit, cpus=cpus, continue_from=went_on)
             if stage.spec.algorithm == "optuna" and stage.n_asked < stage.spec.n_trials:
                 return self._ask_optuna(trial_id, stage)
             if all(self.trials[t].ended for t in stage.trials):
@@ -218,6 +222,7 @@ class StagedSearch:
         fit: dict[str, Any],
         number: int | None = None,
         cpus: float | None = None,
+        continue_from: str | None = None,
     ) -> dict[str, Any]:
         self.trials[trial_id] = _Trial(trial_id, stage.spec.name, overrides, fit, number)
         stage.trials.append(trial_id)
@@ -233,6 +238,8 @@ class StagedSearch:
             config["optuna_number"] = number
         if cpus is not None:
             config["resources"] = {"cpu": cpus}  # a stage's last trials take the slots left idle
+        if continue_from is not None:
+            config["continue_from"] = continue_from  # the trainable starts from this checkpoint
         for observer in self.observers:
             observer.trial_started(trial_id, stage.spec.name, overrides, int(fit["train.epochs"]))
         return config
@@ -406,9 +413,28 @@ class StagedSearch:
                 stage.n_asked += 1
             if outcome is not None:
                 self.trial_ended(outcome)
+        self._take_up_unrecorded(stage, {trial_id for trial_id, _, _ in trials}, covered)
         stage.queue = [(o, f, c) for o, f, c in stage.queue if fit_key(f) not in covered]
         if stage.spec.algorithm == "optuna":
             self._forget_lost_optuna_trials(stage)
+
+    def _take_up_unrecorded(self, stage: _Stage, known: set[str], covered: set[str]) -> None:
+        """The running stage's trial folders Tune's state does not list are set aside; a planned
+        trial that has none of Tune's goes on from its set-aside checkpoint, not from epoch 0."""
+        for found in set_aside_unrecorded(self.run, stage.spec.name, known):
+            config = found.config or {}
+            key = fit_key({**self.base_flat, **config.get("set", {})})
+            planned = {fit_key(f) for _, f, _ in stage.queue}
+            usable = config.get(col.STAGE) == stage.spec.name and key in planned
+            if found.checkpoint is not None and usable and key not in covered | set(stage.continue_from):
+                stage.continue_from[key] = str(found.checkpoint)
+                then = f"its trial goes on from {found.checkpoint.name}"
+            else:
+                then = "nothing in it to go on from"
+            self.log(
+                f"{found.folder.name}: a trial folder Tune's state did not record (the driver ended"
+                f" first); moved to {found.folder.parent}, {then}"
+            )
 
     def _rows_of_done_stages(self) -> list[dict[str, Any]]:
         done = [s.name for s in self.spec.stages if (r := self.manifest.stage(s.name)) and r.status == DONE]

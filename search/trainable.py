@@ -126,10 +126,17 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
     frames = FrameData.from_arrays(data)
     restarted = None  # what was damaged, and where the fit went on from
     checkpoint = tune.get_checkpoint()
+    went_on = None
+    if checkpoint is None and config.get("continue_from"):
+        # the trial's earlier work, in a folder Tune had not recorded (scheduler.restore)
+        checkpoint = tune.Checkpoint(config["continue_from"])
+        went_on = f"{Path(config['continue_from']).parent.name}/{_name(checkpoint)}"
     if checkpoint is None:
         trainer = Trainer(fit_config, frames)
     else:
         trainer, used, final, restarted = _restore(lambda: Trainer(fit_config, frames), checkpoint)
+        if went_on is not None and restarted is None:
+            restarted = f"continued from {went_on}, set aside: the driver ended before Tune recorded it"
         if final is not None:
             if restarted:
                 final = {**final, "restarted": restarted}

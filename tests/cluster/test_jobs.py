@@ -96,56 +96,29 @@ def stage_trials(run_dir: Path, stage: str) -> list[str]:
     return sorted(p.name for p in (run_dir / "tune").glob(f"{stage}-*") if p.is_dir())
 
 
-def test_quick_search_as_a_job_then_stop_and_resubmit(
+def test_a_search_as_a_job_stopped_then_resubmitted_finishes_and_exports(
     token_head: local_head.Head, home: Path, tmp_path: Path
 ) -> None:
     env = env_for(home)
     storage = tmp_path / "runs"
-    # 1. the quick demo's plan on its data, with a narrow network (what runs inside a trial is
-    # the quick demo's own test; here it is the job around it), as a job
+    # a search of two stages on the quick demo's data with a narrow network (what runs inside a
+    # trial is the quick demo's own test; here it is the job around it): beta = 1 reuses alpha =
+    # 50's fit, so three fits for four trials
     data = demo.write_inputs(tmp_path / "demo", quick=True).parent / "synthetic.h5"
-
-    def small_search(name: str, epochs: int, stages: list[dict]) -> Path:
-        path = tmp_path / f"{name}.yaml"
-        fit = {**SMALL_NET, "train.epochs": epochs, "train.batch_size": 32, "loss.anneal_epochs": 1}
-        path.write_text(
-            yaml.safe_dump({"data": [str(data)], "fit": fit, "stages": stages, "checkpoint_every_s": 0})
-        )
-        return path
-
-    config = small_search("quick", 2, demo.QUICK["stages"])
-    t0 = time.monotonic()
-    job = submit(token_head, env, config, "quick", storage)
-    run_dir = storage / "quick"
-    wait_for(lambda: stage_trials(run_dir, "alpha"), 120, "the first trial")
-    to_first = time.monotonic() - t0
-    wait_for(finished(token_head, job), 420, "the quick job", every=1)
-    wall = time.monotonic() - t0
-    assert job_status(token_head, job) == "SUCCEEDED", psvae(
-        "jobs", "logs", job, "--address", token_head.address, env={**env, **token_head.env()}
-    ).stdout[-3000:]
-    print(f"\nsubmit -> first trial running: {to_first:.1f} s; whole quick job: {wall:.1f} s")
-    m = manifest(run_dir)
-    assert (
-        m["status"] == "done"
-        and [m["stages"][s]["status"] for s in ("alpha", "beta", "seeds")] == ["done"] * 3
+    screen = {"rule_params": {"min_active_var": 1e-9}}  # tiny fits: about the job, not latents
+    stages = [{"name": "alpha", "values": [50, 100]}, {"name": "beta", "values": [1, 5], **screen}]
+    fit = {**SMALL_NET, "train.epochs": 12, "train.batch_size": 32, "loss.anneal_epochs": 1}
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": [str(data)], "fit": fit, "stages": stages, "checkpoint_every_s": 0})
     )
-    trials = pd.read_parquet(run_dir / "results" / "trials")
-    epochs = pd.read_parquet(run_dir / "results" / "epochs")
-    assert len(trials) == 11 and trials.trial_id.is_unique
-    assert trials.reused_from.notna().sum() == 2  # 9 fits: two rows reuse an earlier stage's
-    assert len(epochs) == 9 * 2
-    out = psvae("export", str(run_dir), "--out", str(tmp_path / "export"), env=env)
-    assert out.returncode == 0, out.stderr
-    assert frame_shape_in_fresh_process(tmp_path / "export", env) == "(1, 64, 64)"
 
-    # 2. a second run, of two stages, stopped during its beta stage, then resubmitted under the
-    # same run id (beta = 1 reuses alpha = 50's fit: three fits)
-    screen = {"rule_params": {"min_active_var": 1e-9}}  # tiny fits: about stopping, not latents
-    two_stages = [{"name": "alpha", "values": [50, 100]}, {"name": "beta", "values": [1, 5], **screen}]
-    small = small_search("small", 12, two_stages)
-    job = submit(token_head, env, small, "stopped", storage)
+    # 1. submitted, then stopped during its beta stage
+    t0 = time.monotonic()
+    job = submit(token_head, env, config, "stopped", storage)
     run_dir = storage / "stopped"
+    wait_for(lambda: stage_trials(run_dir, "alpha"), 120, "the first trial")
+    print(f"\nsubmit -> first trial running: {time.monotonic() - t0:.1f} s")
     wait_for(
         lambda: (
             manifest(run_dir).get("stages", {}).get("beta", {}).get("status") == "running"
@@ -162,16 +135,25 @@ def test_quick_search_as_a_job_then_stop_and_resubmit(
     assert job_status(token_head, job) == "STOPPED"
     assert manifest(run_dir)["stages"]["beta"]["status"] != "done"
 
-    job = submit(token_head, env, small, "stopped", storage)
+    # 2. resubmitted under the same run id: it goes on, and ends
+    job = submit(token_head, env, config, "stopped", storage)
     wait_for(finished(token_head, job), 300, "the resubmitted job", every=1)
-    assert job_status(token_head, job) == "SUCCEEDED"
+    assert job_status(token_head, job) == "SUCCEEDED", psvae(
+        "jobs", "logs", job, "--address", token_head.address, env={**env, **token_head.env()}
+    ).stdout[-3000:]
     m = manifest(run_dir)
-    assert m["status"] == "done"
+    assert m["status"] == "done" and [m["stages"][s]["status"] for s in ("alpha", "beta")] == ["done"] * 2
     assert stage_trials(run_dir, "alpha") == alpha_trials  # no new alpha trial
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "results" / "trials" / "stage-alpha"), alpha_rows)
     trials = pd.read_parquet(run_dir / "results" / "trials")
+    epochs = pd.read_parquet(run_dir / "results" / "epochs")
     assert len(trials) == 4 and trials.trial_id.is_unique
+    assert trials.reused_from.notna().sum() == 1  # beta = 1 is alpha = 50's fit
     assert len(trial_folders(run_dir)) == 3  # nothing fitted twice, before or after the stop
+    assert len(epochs) == 3 * 12 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    out = psvae("export", str(run_dir), "--out", str(tmp_path / "export"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert frame_shape_in_fresh_process(tmp_path / "export", env) == "(1, 64, 64)"
 
 
 def tiny_search(tmp_path: Path) -> Path:

@@ -145,3 +145,44 @@ def test_a_stage_whose_rule_finds_nothing_fails_the_search_in_one_line(tmp_path,
     assert search.failed is not None and "\n" not in search.failed and "out of memory" in search.failed
     manifest = json.loads(search.run.manifest_path.read_text())
     assert manifest["status"] == "failed" and manifest["stages"]["alpha"]["status"] == "failed"
+
+
+def test_a_trial_folder_tunes_state_never_recorded_is_set_aside_and_its_trial_goes_on_from_it(
+    tmp_path, synthetic_file
+):
+    stages = [{"name": "alpha", "values": [50, 100, 500]}]
+    first = make_search(tmp_path, synthetic_file, stages)
+    trials = suggest_all(first, "a")
+    # the driver dies: a1 is in Tune's state; a2's worker had written a checkpoint, but Tune's
+    # state was saved before a2 was recorded; a folder of a3 (no such trial) holds a checkpoint
+    # that never got its files
+    experiment = first.run.local / "tune"
+    for trial_id, config in trials[1:]:
+        for n, files in ((0, ("trainer.pt", "trial_config.json")), (1, ("trainer.pt",))):
+            folder = experiment / f"alpha-{trial_id}" / f"checkpoint_00000{n}"
+            folder.mkdir(parents=True)
+            for name in files:
+                (folder / name).write_text(json.dumps(config) if name.endswith(".json") else "state")
+    (experiment / "alpha-a3" / "checkpoint_000000").mkdir(parents=True)
+    (experiment / "beta-zz").mkdir()  # another stage's: not this stage's to take up
+    lines: list[str] = []
+    again = StagedSearch(first.spec, first.run, first.run.read(), log=lines.append, slots=2)
+    again.restore([(trials[1][0], trials[1][1], None)])
+    assert (experiment / "alpha-a1").is_dir() and (experiment / "beta-zz").is_dir()  # known / other
+    aside = first.run.local / "tune-set-aside"
+    assert sorted(p.name for p in aside.iterdir()) == ["alpha-a2", "alpha-a3"]
+    assert not (experiment / "alpha-a2").exists() and not (experiment / "alpha-a3").exists()
+    assert any(
+        "alpha-a2: a trial folder Tune's state did not record" in line
+        and "goes on from checkpoint_000000" in line
+        for line in lines
+    ), lines
+    assert any(line.startswith("alpha-a3:") and "nothing in it to go on from" in line for line in lines), (
+        lines
+    )
+    # the first trial (never in Tune's state either, no folder) and a2 are suggested again; a2
+    # goes on from its set-aside checkpoint that has its config, not the newer one without it
+    suggested = {c["set"]["loss.alpha"]: c for c in (again.suggest("n0"), again.suggest("n1"))}
+    assert sorted(suggested) == [50.0, 500.0] and again.suggest("n2") is None
+    assert "continue_from" not in suggested[50.0]
+    assert suggested[500.0]["continue_from"] == str(aside / "alpha-a2" / "checkpoint_000000")
