@@ -142,6 +142,11 @@ def keep_large_allocations() -> bool:
     and its pages faulted in and zeroed on every training step; keeping them in the heap made
     CPU training at 128x128 about 10-15% faster here. Memory freed by the fit is then kept
     by the process (its peak stays resident). Linux/glibc only; elsewhere a no-op.
+
+    The price is a peak that varies between identical fits: at 128x128 bf16 it fell at either
+    about 2.1 or 3.3 GiB (fragmentation of the heap by the order blocks are freed, not glibc's
+    per-thread arenas: one arena varies the same), where glibc's mmap peaks at 2.1 GiB +- 0.05,
+    about 6 % slower (``bench/fit_memory.py``).
     """
     if not sys.platform.startswith("linux"):
         return False
