@@ -16,9 +16,9 @@ Each repeat runs every setting once, in turn (a load change falls on all of them
 It prints each setting's peak resident memory (MiB) per repeat, its spread (max - min) and its
 training time. The peak is ``ru_maxrss`` read in the fitting process itself.
 
-Measured here (5 repeats): default 2079-3329 MiB, one arena (from the process start) 2130-3327,
-mmap 2072-2174 at about 6 % more time: keeping large blocks in the heap is what makes the peak
-bimodal, not the arenas.
+Measured here (5 repeats, twice): as shipped 2094-3359 MiB (each run near 2.1 or 3.3 GiB), one
+arena from the process start 2130-3327, mmap 2072-2174 at about 6 % more time: keeping large
+blocks in the heap is what makes the peak bimodal, not the arenas.
 """
 
 from __future__ import annotations
