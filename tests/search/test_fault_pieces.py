@@ -39,10 +39,16 @@ def test_tunes_files_are_written_whole_or_not_at_all_on_a_full_disk(tmp_path):
             pafs.copy_files(
                 str(staging), str(disk), source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
             )
-        gc.collect()  # a stream pyarrow dropped without closing it removes its temporary file
         assert disk_full(raised.value)
         assert (disk / "experiment_state.json").read_text() == '{"old": 1}'  # the old file, whole
-        assert not [p.name for p in disk.iterdir() if ".psvae-tmp-" in p.name]
+
+        def no_temporary_file() -> bool:
+            # a stream pyarrow dropped without closing it removes its temporary file when it is
+            # collected, which another of copy_files' threads may still hold for a moment
+            gc.collect()
+            return not [p.name for p in disk.iterdir() if ".psvae-tmp-" in p.name]
+
+        wait_for(no_temporary_file, 10, "the failed copy's temporary files to go")
         # with room, the same copy replaces it, whole
         (staging / "experiment_state.json").write_text('{"newer": 2}')
         pafs.copy_files(
