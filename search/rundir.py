@@ -636,10 +636,10 @@ def set_aside_unrecorded(run: RunDir, stage: str, known: set[str]) -> list[Unrec
         trial_id = folder.name.removeprefix(f"{stage}-")
         if not folder.is_dir() or trial_id in known:
             continue
-        aside = run.local / SET_ASIDE / folder.name
-        aside.parent.mkdir(exist_ok=True)
-        if aside.exists():  # the same name twice: keep both, the later one numbered
-            aside = aside.with_name(f"{folder.name}.{len(list(aside.parent.glob(folder.name + '*')))}")
+        (run.local / SET_ASIDE).mkdir(exist_ok=True)
+        aside, n = run.local / SET_ASIDE / folder.name, 1
+        while aside.exists():  # the same name twice: keep both, never replace one (rename would)
+            aside, n = run.local / SET_ASIDE / f"{folder.name}.{n}", n + 1
         os.rename(folder, aside)  # a move inside our own run, nothing deleted
         checkpoint, config = None, None
         for candidate in sorted(aside.glob("checkpoint_*"), reverse=True):

@@ -421,12 +421,12 @@ class StagedSearch:
     def _take_up_unrecorded(self, stage: _Stage, known: set[str], covered: set[str]) -> None:
         """The running stage's trial folders Tune's state does not list are set aside; a planned
         trial that has none of Tune's goes on from its set-aside checkpoint, not from epoch 0."""
+        planned = {fit_key(f) for _, f, _ in stage.queue} - covered
         for found in set_aside_unrecorded(self.run, stage.spec.name, known):
             config = found.config or {}
             key = fit_key({**self.base_flat, **config.get("set", {})})
-            planned = {fit_key(f) for _, f, _ in stage.queue}
             usable = config.get(col.STAGE) == stage.spec.name and key in planned
-            if found.checkpoint is not None and usable and key not in covered | set(stage.continue_from):
+            if found.checkpoint is not None and usable and key not in stage.continue_from:
                 stage.continue_from[key] = str(found.checkpoint)
                 then = f"its trial goes on from {found.checkpoint.name}"
             else:

@@ -186,3 +186,19 @@ def test_a_trial_folder_tunes_state_never_recorded_is_set_aside_and_its_trial_go
     assert sorted(suggested) == [50.0, 500.0] and again.suggest("n2") is None
     assert "continue_from" not in suggested[50.0]
     assert suggested[500.0]["continue_from"] == str(aside / "alpha-a2" / "checkpoint_000000")
+
+
+def test_a_set_aside_folder_of_the_same_name_is_kept_and_the_new_one_numbered(tmp_path):
+    from search.rundir import set_aside_unrecorded
+
+    folder = tmp_path / "runs" / "r1"
+    run = RunDir(folder, str(folder), "r1")
+    for name in ("alpha-x", "alpha-x.1"):  # set aside by two earlier resumes
+        (folder / "tune-set-aside" / name).mkdir(parents=True)
+        (folder / "tune-set-aside" / name / "kept").write_text(name)
+    (folder / "tune" / "alpha-x" / "checkpoint_000000").mkdir(parents=True)
+    found = set_aside_unrecorded(run, "alpha", known=set())
+    assert [f.folder.name for f in found] == ["alpha-x.2"] and found[0].checkpoint is None
+    assert (found[0].folder / "checkpoint_000000").is_dir() and not (folder / "tune" / "alpha-x").exists()
+    for name in ("alpha-x", "alpha-x.1"):
+        assert (folder / "tune-set-aside" / name / "kept").read_text() == name
