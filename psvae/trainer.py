@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from psvae.model import PSVAE
 from psvae.runtime import keep_large_allocations, probe_key, probe_steps, resolve_device, resolve_precision
 
 CHECKPOINT_FORMAT = 1
+THREAD_CHECK_S = 0.5  # the least time between two looks at a fit's thread budget
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,11 @@ class Trainer:
         self.epoch_sigma_x = math.nan  # sigma_x of the last training epoch (auto: its batches' mean)
         self._variance: float | None = None  # the training frames' variance, once computed
         self._last_logvar = np.zeros((0, 0), np.float32)
+        self.thread_budget: Callable[[], int | None] | None = None
+        """Where a fit on the CPU learns, while it runs, how many threads it may use now (a
+        search gives a stage's last fits the CPUs its finished ones left idle); its None means
+        ``train.num_threads``. See :meth:`_follow_thread_budget`."""
+        self._threads_checked = -math.inf
 
     # -- precision -----------------------------------------------------------------------
     @property
@@ -300,6 +306,26 @@ class Trainer:
         )
         return terms, out, weights.sigma_x
 
+    @property
+    def threads(self) -> int:
+        """The threads the fit runs with now."""
+        return torch.get_num_threads()
+
+    def _follow_thread_budget(self) -> None:
+        """Take the thread count :attr:`thread_budget` gives, looked at between batches at most
+        every THREAD_CHECK_S seconds. Only once the precision is settled: the precision probe's
+        answer is kept per thread count, and a change before it would probe again. Threads change
+        how fast a fit runs, not what it fits (the last digits may differ, as between machines)."""
+        if self.thread_budget is None or self._precision is None or self.device.type != "cpu":
+            return
+        now = time.monotonic()
+        if now - self._threads_checked < THREAD_CHECK_S:
+            return
+        self._threads_checked = now
+        wanted = self.thread_budget() or self.cfg.train.num_threads
+        if wanted and wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
+
     def _accumulate(self, acc: EpochAccumulator, terms: Any, out: Any, batch: Any) -> None:
         acc.add(terms, batch.frames, out.frames, batch.labels, out.labels, batch.label_mask, batch.pixel_mask)
 
@@ -318,6 +344,7 @@ class Trainer:
         sigma_sum: Any = 0.0
         n_batches = 0
         for idx in batches:
+            self._follow_thread_budget()
             batch = self.data.batch(idx, self.device)
             terms, out, sigma = self._terms(batch, weights, n_data, sample=True)
             self.optimizer.zero_grad(set_to_none=True)
@@ -342,6 +369,7 @@ class Trainer:
         acc = EpochAccumulator(self.data.n_labels, self.device)
         latents, logvars = [], []
         for idx in self.data.eval_batches(split, self.cfg.train.batch_size):
+            self._follow_thread_budget()
             batch = self.data.batch(idx, self.device)
             terms, out, _ = self._terms(batch, weights, n_data, sample=False)
             self._accumulate(acc, terms, out, batch)

@@ -31,6 +31,7 @@ from psvae.files import atomic_path, write_text_atomic
 from search.rundir import (
     DONE,
     EXPERIMENT,
+    FINAL,
     HISTORY,
     INPUTS,
     LOCK,
@@ -117,6 +118,20 @@ def start_ray(address: str | None, dashboard: bool = True) -> str | None:
     )
     url = context.dashboard_url
     return f"http://{url}" if url and "://" not in url else url
+
+
+def read_data(spec: SearchSpec) -> Any:
+    """The search's data (``psvae.data.FrameData``)."""
+    from psvae.data import load_data
+
+    base = spec.base_config()
+    data = load_data(
+        list(spec.data),
+        base.data.split,
+        base.data.split_seed,
+        per_session=FAMILY[base.model.model_class].background,
+    )
+    return data
 
 
 def _protect_token() -> None:
@@ -260,17 +275,23 @@ def _tune_classes() -> tuple[type, type]:
         def on_trial_result(
             self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
         ) -> None:
-            engine = _live()
-            engine.trial_result(trial.trial_id, result)
-            if result.get("done") is True and _has_outcome(trial):
-                # The fit's outcome is in: the trial counts as ended now, before Tune stops its
-                # worker. A stage's last trial thus leads to the decision, and the next stage's
-                # trials are waiting, while the worker is still there for Tune to hand on:
-                # otherwise Tune keeps one idle worker at a stage's end and starts the others
-                # anew (about 5 s each), and the next stage ran little more than one trial at
-                # a time. on_trial_complete, when it comes, is a repeat the engine ignores.
-                with _on_full_disk():
-                    engine.trial_ended(_outcome(trial))
+            _live().trial_result(trial.trial_id, result)
+
+        def on_checkpoint(
+            self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
+        ) -> None:
+            if not (trial.last_result or {}).get(FINAL) or not _holds_outcome(checkpoint):
+                return
+            # The fit's outcome is in (its last report, then this checkpoint): the trial counts
+            # as ended now. Tune ends it only when its function returns, a later event: in
+            # between, the next step asks the searcher, which has decided the stage, and
+            # stages the next stage's trials, so Tune keeps this worker for them. Had the last
+            # report ended the trial (Tune's own "done"), Tune would have kept one idle worker
+            # at each stage's end (it keeps one while no trial is staged) and started the
+            # others anew (about 5 s each): the quick search ran its beta and seeds stages one
+            # trial at a time. on_trial_complete, when it comes, is a repeat the engine ignores.
+            with _on_full_disk():
+                _live().trial_ended(_outcome(trial, checkpoint=checkpoint))
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             with _on_full_disk():  # a row not written now is written from Tune's trial on resume
@@ -339,44 +360,48 @@ def _stop_for_full_disk(where: str) -> None:
         raise _FULL
 
 
-def _has_outcome(trial: Any) -> bool:
-    """Whether the trial's checkpoint Tune holds is its final one (the fit's summary in it)."""
+def _holds_outcome(checkpoint: Any) -> bool:
+    """Whether a trial's checkpoint is its final one (the fit's summary in it)."""
     import pyarrow.fs as pafs
 
-    if trial.checkpoint is None:
+    if checkpoint is None:
         return False
     try:
-        info = trial.checkpoint.filesystem.get_file_info(f"{trial.checkpoint.path}/{SUMMARY}")
+        info = checkpoint.filesystem.get_file_info(f"{checkpoint.path}/{SUMMARY}")
     except OSError:
         return False
     return bool(info.type == pafs.FileType.File)
 
 
-def _outcome(trial: Any, failed: bool | None = None) -> TrialOutcome:
-    """A Tune trial that has ended, as plain data (its epochs from its last checkpoint)."""
+def _outcome(trial: Any, failed: bool | None = None, checkpoint: Any = None) -> TrialOutcome:
+    """A Tune trial that has ended, as plain data (its epochs from its last checkpoint, or from
+    ``checkpoint``, one Tune has not recorded on the trial yet)."""
     engine = _live()
     failed = trial.status == "ERROR" if failed is None else failed
     history: list[dict[str, Any]] = []
-    checkpoint = None
-    if trial.checkpoint is not None:
-        fs, path = trial.checkpoint.filesystem, trial.checkpoint.path
+    checkpoint = checkpoint if checkpoint is not None else trial.checkpoint
+    relative = None
+    if checkpoint is not None:
+        fs, path = checkpoint.filesystem, checkpoint.path
         try:
             with fs.open_input_stream(f"{path}/{HISTORY}") as f:
                 history = json.loads(f.readall())
         except (OSError, ValueError):
             history = []
-        checkpoint = engine.run.relative(path)
+        relative = engine.run.relative(path)
     error = None
     if failed:
         error = str(trial.get_error() or "the trial's worker failed")
     return TrialOutcome(
-        trial.trial_id, dict(trial.config), dict(trial.last_result or {}), checkpoint, history, error
+        trial.trial_id, dict(trial.config), dict(trial.last_result or {}), relative, history, error
     )
 
 
 def _resources(config: dict[str, Any]) -> Any:
-    """A trial's resources: the search's per-trial CPUs and GPUs, or more CPUs for a stage's
-    last trials (their config says how many; see ``scheduler.tail_shares``)."""
+    """A trial's resources: the search's per-trial CPUs and GPUs, the same for every trial, so
+    that a worker serves trial after trial (a stage's last trials take idle CPUs as threads,
+    ``search/threads.py``). A trial restored from a run of an earlier version may name more CPUs
+    in its config ("resources"): it gets them."""
     from ray.tune import PlacementGroupFactory
 
     bundle = {"CPU": float(config.get("resources", {}).get("cpu", config["cpus_per_trial"]))}
@@ -389,8 +414,15 @@ def _trial_dirname(trial: Any) -> str:
     return f"{trial.config.get('stage', 'trial')}-{trial.trial_id}"
 
 
-def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: dict[str, Any] | None) -> Any:
-    """The run's Tuner: restored from its experiment when there is one, else new."""
+def _tuner(
+    spec: SearchSpec,
+    run: RunDir,
+    arrays: dict[str, Any],
+    provenance: dict[str, Any] | None,
+    threads_file: Path | None = None,
+) -> Any:
+    """The run's Tuner: restored from its experiment when there is one, else new.
+    ``threads_file``: where trials learn the threads they may use (a local Ray), or None."""
     from ray import tune
 
     from search.trainable import train_psvae
@@ -421,6 +453,7 @@ def _tuner(spec: SearchSpec, run: RunDir, arrays: dict[str, Any], provenance: di
             "provenance": provenance,  # recorded in every trial's model bundle
             "cpus_per_trial": spec.resources.cpus_per_trial,
             "gpus_per_trial": spec.resources.gpus_per_trial,
+            **({"threads_file": str(threads_file)} if threads_file is not None else {}),
         },
         tune_config=tune.TuneConfig(
             search_alg=searcher_class(),
@@ -575,12 +608,13 @@ def _quiet_tune() -> Iterator[None]:
 ObserverFactory = Callable[[RunDir], Observer]
 
 
-def _slots(spec: SearchSpec) -> int:
-    """How many CPU-only trials of the default size the cluster runs at once (1 for GPU
-    trials: a stage's last trials are widened only by CPUs)."""
+def _slots(spec: SearchSpec, local: bool) -> int:
+    """How many CPU-only trials a Ray this driver started (``local``) runs at once: the slots a
+    stage's last trials share as threads (``search/threads.py``). 1 for GPU trials and on a
+    cluster, where the idle CPUs may be another node's or another job's."""
     import ray
 
-    if spec.resources.gpus_per_trial:
+    if spec.resources.gpus_per_trial or not local:
         return 1
     slots = int(ray.cluster_resources().get("CPU", 0) // spec.resources.cpus_per_trial)
     if spec.resources.max_concurrent:
@@ -638,8 +672,6 @@ def run_search(
         check_tune_state(run)  # a damaged state file is one line, before Ray starts or reads it
         import ray
 
-        from psvae.data import load_data
-
         if not storage.remote:  # a full disk there must leave room for Tune's last save
             _RESERVE = Reserve(run.local)
             _RESERVE.take()
@@ -649,24 +681,20 @@ def run_search(
             if dashboard:
                 log(f"Ray dashboard: {dashboard}")
                 manifest = manifest.replace(dashboard=dashboard)
+        data = read_data(spec)
         _protect_token()
         if address is not None:  # a cluster: every node must see the run directory as we do
             check_shared_storage(storage, run.local)
         manifest = fixed_records(spec, manifest)
         run.write(manifest)
-        base = spec.base_config()
-        data = load_data(
-            list(spec.data),
-            base.data.split,
-            base.data.split_seed,
-            per_session=FAMILY[base.model.model_class].background,
-        )
-        engine = StagedSearch(spec, run, manifest, log, watchers, slots=_slots(spec))
+        slots = _slots(spec, local=address is None)
+        engine = StagedSearch(spec, run, manifest, log, watchers, slots=slots)
         for note in _repoint_lost_checkpoints(run):
             log(note)
         _pending_trials(spec)
         with _quiet_tune(), _tune_logs_to(run.local / LOG):
-            tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance)
+            hints = engine.hints.path if engine.hints is not None else None
+            tuner = _tuner(spec, run, data.to_arrays(), manifest.provenance, hints)
             _ENGINE, _FULL = engine, None
             started = time.perf_counter()
             try:

@@ -2,13 +2,13 @@
 would use, without starting Ray.
 
 The plan is the spec's stages, with the trials reuse saves (a stage's trial whose values are the
-ones the stage starts from is the previous stage's chosen fit) and the last trials that take the
-slots a stage would leave idle (``scheduler.tail_shares``). The time comes from a short timed
+ones the stage starts from is the previous stage's chosen fit). The time comes from a short timed
 probe of the trials' own network and batches: as many probe processes at once as the search
 runs trials at once, each with a trial's thread count (so the CPUs are shared as they will be),
-and, where a stage's last trial is widened, one probe alone with that trial's threads. A fit's
+and, where a stage's last fits run with slots left idle, one probe alone with 2 slots' threads
+and one with all of them (``search/threads.py``: they take the idle CPUs as threads). A fit's
 time is its epochs' training steps and validation batches, plus the final passes over val,
-test and train; a stage's time is the fits scheduled on the slots as Tune will run them.
+test and train; a stage's time is the fits scheduled on the slots as the search runs them.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from psvae.config import FitConfig
-from search.scheduler import tail_shares, trial_base
+from search.scheduler import trial_base
 from search.spec import SearchSpec, StageSpec
+from search.threads import idle_shares
 
 PROBE_WARMUP = 2  # untimed steps first: allocations and the first kernels take several steps
 PROBE_STEPS = 8  # timed training steps per probe process; the median is taken
@@ -40,16 +42,14 @@ class StagePlan:
     stage: StageSpec
     n_trials: int
     n_reused: int
-    shares: list[int] = field(default_factory=list)  # slots each fit takes, in order
 
     @property
     def n_fits(self) -> int:
         return self.n_trials - self.n_reused
 
 
-def plan(spec: SearchSpec, slots: int) -> list[StagePlan]:
-    """The stages with how many trials they run, how many reuse an earlier stage's fit, and the
-    slots each fit takes."""
+def plan(spec: SearchSpec) -> list[StagePlan]:
+    """The stages with how many trials they run and how many reuse an earlier stage's fit."""
     base = FitConfig.from_mapping(trial_base(spec)).flat()
     varied: set[str] = set()
     out: list[StagePlan] = []
@@ -65,8 +65,16 @@ def plan(spec: SearchSpec, slots: int) -> list[StagePlan]:
             starts = [t for t in trials if all(k in known and t[k] == known[k] for k in t)]
             reused = 1 if spec.reuse_fits and out and starts else 0
         varied |= set(stage.varied_keys())
-        out.append(StagePlan(stage, n, reused, tail_shares(n - reused, slots)))
+        out.append(StagePlan(stage, n, reused))
     return out
+
+
+def idle_slots_taken(n_fits: int, slots: int) -> set[int]:
+    """The shares of slots a stage's last fits run with (more than one), as their fellows end."""
+    shares: set[int] = set()
+    for running in range(1, min(n_fits, slots) + 1):
+        shares |= set(idle_shares([str(i) for i in range(running)], slots, 1).values())
+    return shares
 
 
 def _probe(args: tuple[dict[str, Any], list[str], int]) -> tuple[float, float, int, int, int]:
@@ -109,7 +117,8 @@ def _probe(args: tuple[dict[str, Any], list[str], int]) -> tuple[float, float, i
 
 
 def probe(spec: SearchSpec, slots: int, widened: set[int]) -> dict[int, tuple[float, float, int, int, int]]:
-    """Probe timings by a fit's share of slots: share 1 measured with ``slots`` probes at once."""
+    """Probe timings by a fit's share of slots: share 1 measured with ``slots`` probes at once,
+    each share of ``widened`` alone."""
     fit = trial_base(spec)
     threads = int(fit["train.num_threads"])
     paths = list(spec.data)
@@ -131,18 +140,41 @@ def fit_seconds(timing: tuple[float, float, int, int, int], epochs: int) -> floa
     return epochs * (n_train * step + n_val * evaluate) + n_end * evaluate + PER_TRIAL_S
 
 
-def stage_seconds(durations: list[tuple[float, int]], slots: int) -> float:
-    """When the last of a stage's fits ends, each (seconds, slots it takes) started in order as
-    soon as its slots are free (Tune starts pending trials first come, first served)."""
-    free_at = [0.0] * slots
-    end = 0.0
-    for seconds, share in durations:
-        free_at.sort()
-        start = free_at[share - 1]  # the moment ``share`` slots are free
-        for i in range(share):
-            free_at[i] = start + seconds
-        end = max(end, start + seconds)
-    return end
+def stage_seconds(
+    durations: list[float], slots: int, speedup: Callable[[int], float] = lambda share: 1.0
+) -> float:
+    """When the last of a stage's fits ends: each (seconds on one slot) starts in order as soon
+    as a slot is free; once none is left to start, the running ones share the idle slots
+    (``threads.idle_shares``) and run ``speedup(share)`` times as fast."""
+    queue = list(durations)
+    running: list[float] = []  # seconds left, on one slot
+    now = 0.0
+    while queue or running:
+        while queue and len(running) < slots:
+            running.append(queue.pop(0))
+        names = [str(i) for i in range(len(running))]
+        shares = {} if queue else idle_shares(names, slots, 1)
+        rates = [speedup(shares.get(name, 1)) for name in names]
+        step = min(left / rate for left, rate in zip(running, rates, strict=True))
+        now += step
+        running = [left - step * rate for left, rate in zip(running, rates, strict=True)]
+        running = [left for left in running if left > 1e-9]
+    return now
+
+
+def speedups(seconds: dict[int, float]) -> Callable[[int], float]:
+    """How much faster a fit runs on ``share`` slots than on one, from the fit's probed seconds
+    by share (1 and some others), straight between the probed shares and flat beyond them."""
+    known = sorted((share, seconds[1] / s) for share, s in seconds.items())
+
+    def speedup(share: int) -> float:
+        below = max((k for k in known if k[0] <= share), default=known[0])
+        above = min((k for k in known if k[0] >= share), default=known[-1])
+        if above[0] == below[0]:
+            return below[1]
+        return below[1] + (above[1] - below[1]) * (share - below[0]) / (above[0] - below[0])
+
+    return speedup
 
 
 def _bytes(n: float) -> str:
@@ -159,10 +191,12 @@ def describe(spec: SearchSpec, slots: int) -> str:
     from psvae.model import PSVAE, count_parameters
 
     base = FitConfig.from_mapping(trial_base(spec))
-    stages = plan(spec, slots)
-    widened = {s for p in stages for s in p.shares if s > 1}
+    stages = plan(spec)
+    taken = set().union(*(idle_slots_taken(p.n_fits, slots) for p in stages))
+    widened = {s for s in (2, slots) if taken and s > 1}  # the rest is interpolated
     timings = probe(spec, slots, widened)
     epochs = base.train.epochs
+    speedup = speedups({share: fit_seconds(t, epochs) for share, t in timings.items()})
     shape = frame_shape_of(spec.data[0])
     n_params = count_parameters(PSVAE(shape, label_count(spec.data[0]), base.model))
     threads = base.train.num_threads
@@ -174,15 +208,15 @@ def describe(spec: SearchSpec, slots: int) -> str:
     seconds = FIXED_S
     per_stage = []
     for p in stages:
-        durations = [(fit_seconds(timings[s], epochs), s) for s in p.shares]
-        stage_s = stage_seconds(durations, slots) if durations else 0.0
+        durations = [fit_seconds(timings[1], epochs)] * p.n_fits
+        stage_s = stage_seconds(durations, slots, speedup) if durations else 0.0
         seconds += stage_s
         per_stage.append(f"{p.stage.name} {_minutes(stage_s)}")
         notes = []
         if p.n_reused:
             notes.append(f"{p.n_reused} reused (the previous stage's chosen fit)")
-        if any(s > 1 for s in p.shares):
-            notes.append(f"its last fit takes {max(p.shares)} slots' CPUs and threads")
+        if p.n_fits % slots:
+            notes.append("its last fits take the slots left idle, as threads")
         values = "sampled" if p.stage.algorithm == "optuna" else ", ".join(f"{v:g}" for v in _values(p.stage))
         lines.append(
             f"  stage {p.stage.name}: {p.n_trials} trials varying {' x '.join(p.stage.varied_keys())} "

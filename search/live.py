@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from results_schema import columns as col
+from search.rundir import FINAL
 from search.scheduler import HPARAMS
 
 SHORT = {key: name for name, key in HPARAMS.items()}
@@ -124,7 +125,7 @@ class Display:
 
     def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         line = self.lines.get(trial_id)
-        if line is None or result.get("done") or col.EPOCH not in result:
+        if line is None or result.get(FINAL) or result.get("done") or col.EPOCH not in result:
             return
         line.epoch = int(result[col.EPOCH]) + 1
         line.val_loss = result.get(col.VAL_LOSS)

@@ -58,6 +58,10 @@ SUMMARY = "summary.json"  # the fit's outcome (final checkpoint only)
 TRIAL_CONFIG = "trial_config.json"  # the trial's config: status reads it if Tune's params.json is lost
 BUNDLE = "model"  # the best epoch's model bundle (final checkpoint only)
 SET_ASIDE = "tune-set-aside"  # trial folders Tune's state does not know (see set_aside_unrecorded)
+# marks a trial's last report, the one with its fit's outcome (earlier versions set Tune's own
+# "done" instead, which made Tune end the trial before the next stage's trials could take its
+# worker: search/driver.py)
+FINAL = "final"
 
 RUNNING, DONE, FAILED, FIXED = "running", "done", "failed", "fixed"
 STATUSES = (RUNNING, DONE, FAILED, FIXED)

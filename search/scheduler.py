@@ -38,6 +38,7 @@ from search import results, selection
 from search.rundir import (
     DONE,
     FAILED,
+    FINAL,
     FIXED,
     OPTUNA_JOURNAL,
     RESULTS,
@@ -50,6 +51,7 @@ from search.rundir import (
     set_aside_unrecorded,
 )
 from search.spec import SearchSpec, StageSpec
+from search.threads import THREADS_FILE, HintsFile, idle_shares
 
 FINISHED = "FINISHED"  # what suggest() returns when the plan is over (Tune's Searcher.FINISHED)
 # the six hyperparameters every trial shows in TensorBoard's HParams view, whatever it varies
@@ -114,7 +116,7 @@ class _Trial:
 class _Stage:
     spec: StageSpec
     fixed: dict[str, Any]
-    queue: list[tuple[dict[str, Any], dict[str, Any], float | None]]  # (overrides, full fit, CPUs) to suggest
+    queue: list[tuple[dict[str, Any], dict[str, Any]]]  # (overrides, full fit) still to suggest
     trials: list[str] = field(default_factory=list)  # Tune trial ids, in suggestion order
     reused: list[dict[str, Any]] = field(default_factory=list)  # rows reused from earlier stages
     epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -140,21 +142,6 @@ def fit_key(fit: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in fit.items() if k not in RUNTIME_FIT_KEYS}, sort_keys=True)
 
 
-def tail_shares(n_trials: int, slots: int) -> list[int]:
-    """How many trial slots each of a stage's ``n_trials`` trials takes, in order, so that the
-    stage's last wave leaves no slot idle: the trials that would run alone at the end get the
-    idle slots' CPUs (and threads) from their start. E.g. 3 trials on 2 slots: [1, 1, 2]; 1 on
-    2: [2]; 4 on 2: [1, 1, 1, 1]; 5 on 4: [1, 1, 1, 1, 4]."""
-    if slots <= 1 or n_trials == 0:
-        return [1] * n_trials
-    if n_trials < slots:
-        return [slots // n_trials] * n_trials
-    rest = n_trials % slots
-    if rest == 0:
-        return [1] * n_trials
-    return [1] * (n_trials - rest) + [slots // rest] * rest
-
-
 class StagedSearch:
     def __init__(
         self,
@@ -165,10 +152,11 @@ class StagedSearch:
         observers: Sequence[Observer] = (),
         slots: int = 1,
     ) -> None:
-        """``slots``: how many trials of the default size run at once (1: never widen a stage's
-        last trials)."""
+        """``slots``: how many trials run at once on a Ray the driver started here, whose idle
+        CPUs a stage's last trials may take as threads (``search/threads.py``); 1: never."""
         self.spec = spec
         self.slots = slots
+        self.hints = HintsFile(run.local / THREADS_FILE) if slots > 1 else None
         self.run = run
         self.manifest = manifest
         self.log = log
@@ -187,6 +175,7 @@ class StagedSearch:
             record = manifest.stage(stage.name)
             if record is not None and record.status == DONE:
                 log(f"stage {stage.name}: done earlier, chose {record.fixes}")
+        self._share_idle_slots()  # none yet: what an earlier driver wrote no longer holds
 
     # -- what Tune's searcher asks ------------------------------------------------------------
     @property
@@ -196,6 +185,11 @@ class StagedSearch:
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         """The config of the next trial, FINISHED when the plan is over (or failed), or None when
         the current stage's trials are all out and the next stage waits for its decision."""
+        suggestion = self._suggest(trial_id)
+        self._share_idle_slots()
+        return suggestion
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         while True:
             if self.failed is not None or self.done:
                 return FINISHED
@@ -204,9 +198,9 @@ class StagedSearch:
                 self._finish()
                 return FINISHED
             if stage.queue:
-                overrides, fit, cpus = stage.queue.pop(0)
+                overrides, fit = stage.queue.pop(0)
                 went_on = stage.continue_from.pop(fit_key(fit), None)
-                return self._hand_out(trial_id, stage, overrides, fit, cpus=cpus, continue_from=went_on)
+                return self._hand_out(trial_id, stage, overrides, fit, continue_from=went_on)
             if stage.spec.algorithm == "optuna" and stage.n_asked < stage.spec.n_trials:
                 return self._ask_optuna(trial_id, stage)
             if all(self.trials[t].ended for t in stage.trials):
@@ -221,7 +215,6 @@ class StagedSearch:
         overrides: dict[str, Any],
         fit: dict[str, Any],
         number: int | None = None,
-        cpus: float | None = None,
         continue_from: str | None = None,
     ) -> dict[str, Any]:
         self.trials[trial_id] = _Trial(trial_id, stage.spec.name, overrides, fit, number)
@@ -236,13 +229,26 @@ class StagedSearch:
         }
         if number is not None:
             config["optuna_number"] = number
-        if cpus is not None:
-            config["resources"] = {"cpu": cpus}  # a stage's last trials take the slots left idle
         if continue_from is not None:
             config["continue_from"] = continue_from  # the trainable starts from this checkpoint
         for observer in self.observers:
             observer.trial_started(trial_id, stage.spec.name, overrides, int(fit["train.epochs"]))
         return config
+
+    def _share_idle_slots(self) -> None:
+        """Once the stage has handed out its last trial, the slots its ended trials left idle go
+        to those still running, as threads (``search/threads.py``)."""
+        if self.hints is None:
+            return
+        stage = self.stage
+        hints: dict[str, int] = {}
+        more = stage is not None and (
+            bool(stage.queue) or (stage.spec.algorithm == "optuna" and stage.n_asked < stage.spec.n_trials)
+        )
+        if stage is not None and not more:
+            running = [t for t in stage.trials if not self.trials[t].ended]
+            hints = idle_shares(running, self.slots, int(self.base_flat["train.num_threads"]))
+        self.hints.write(hints)
 
     # -- stages -------------------------------------------------------------------------------
     def _next_stage_spec(self) -> StageSpec | None:
@@ -267,14 +273,7 @@ class StagedSearch:
                 reused.append(reused_row(earlier, spec.name))
             else:
                 runs.append((overrides, fit))
-        queue: list[tuple[dict[str, Any], dict[str, Any], float | None]] = []
-        cpus, threads = self.spec.resources.cpus_per_trial, int(self.base_flat["train.num_threads"])
-        for (overrides, fit), share in zip(runs, tail_shares(len(runs), self.slots), strict=True):
-            if share == 1:
-                queue.append((overrides, fit, None))
-            else:
-                queue.append((overrides, {**fit, "train.num_threads": threads * share}, cpus * share))
-        stage = _Stage(spec, fixed, queue, reused=reused)
+        stage = _Stage(spec, fixed, runs, reused=reused)
         self.stage = stage
         previous = self.manifest.stage(spec.name)
         record = StageRecord(
@@ -387,6 +386,7 @@ class StagedSearch:
         if stage.spec.algorithm == "optuna" and trial.optuna_number is not None:
             self._tell_optuna(stage, trial, row)
         self._write_stage(stage)
+        self._share_idle_slots()
         for observer in self.observers:
             observer.trial_ended(trial.trial_id, row)
 
@@ -414,14 +414,15 @@ class StagedSearch:
             if outcome is not None:
                 self.trial_ended(outcome)
         self._take_up_unrecorded(stage, {trial_id for trial_id, _, _ in trials}, covered)
-        stage.queue = [(o, f, c) for o, f, c in stage.queue if fit_key(f) not in covered]
+        stage.queue = [(o, f) for o, f in stage.queue if fit_key(f) not in covered]
         if stage.spec.algorithm == "optuna":
             self._forget_lost_optuna_trials(stage)
+        self._share_idle_slots()
 
     def _take_up_unrecorded(self, stage: _Stage, known: set[str], covered: set[str]) -> None:
         """The running stage's trial folders Tune's state does not list are set aside; a planned
         trial that has none of Tune's goes on from its set-aside checkpoint, not from epoch 0."""
-        planned = {fit_key(f) for _, f, _ in stage.queue} - covered
+        planned = {fit_key(f) for _, f in stage.queue} - covered
         for found in set_aside_unrecorded(self.run, stage.spec.name, known):
             config = found.config or {}
             key = fit_key({**self.base_flat, **config.get("set", {})})
@@ -536,7 +537,7 @@ def trial_rows(outcome: TrialOutcome, run_id: str, stage: str) -> tuple[dict[str
     error: str | None
     if outcome.error is not None:
         status, error = "failed", " ".join(outcome.error.strip().splitlines()[-1:])[:500]
-    elif metrics.get("done") and "fit_status" in metrics:
+    elif (metrics.get(FINAL) or metrics.get("done")) and "fit_status" in metrics:  # "done": before FINAL
         status = str(metrics["fit_status"])
         error = f"non-finite loss at epoch {metrics[col.EPOCHS_RUN] - 1}" if status == "diverged" else None
     else:

@@ -26,8 +26,9 @@ from psvae.data import FrameData
 from psvae.export import load_model, save_bundle
 from psvae.files import jsonable
 from psvae.trainer import FitSummary, Trainer
-from search.rundir import BUNDLE, HISTORY, SUMMARY, TRAINER_STATE, TRIAL_CONFIG
+from search.rundir import BUNDLE, FINAL, HISTORY, SUMMARY, TRAINER_STATE, TRIAL_CONFIG
 from search.scheduler import fit_config as trial_fit_config
+from search.threads import TrialHints
 
 
 def _candidates(checkpoint: Any) -> list[Any]:
@@ -121,7 +122,8 @@ def _restore(
 def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
     """``config``: {"base": the search's flat fit config, "set": what this trial sets beyond it,
     "stage", "hp": its hyperparameters (for TensorBoard), "checkpoint_every_s": the least time
-    between two checkpoints (0: every epoch)}."""
+    between two checkpoints (0: every epoch), "threads_file": where the driver says how many
+    threads the trial may use now (``search/threads.py``; absent: its own count)}."""
     fit_config = trial_fit_config(config)
     frames = FrameData.from_arrays(data)
     restarted = None  # what was damaged, and where the fit went on from
@@ -140,13 +142,15 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
         if final is not None:
             if restarted:
                 final = {**final, "restarted": restarted}
-            tune.report({**final, "done": True}, checkpoint=used)
+            tune.report({**final, FINAL: True}, checkpoint=used)
             return
+    if config.get("threads_file"):
+        trainer.thread_budget = TrialHints(config["threads_file"], tune.get_context().get_trial_id())
 
     every_s = float(config.get("checkpoint_every_s", 0))
     last_checkpoint = time.monotonic()
     for result in trainer.epochs():
-        metrics = {**jsonable(result.flat()), "done": False}
+        metrics = {**jsonable(result.flat()), "threads": trainer.threads}
         if restarted is not None:
             metrics["restarted"] = restarted
         # The full state of the default network is ~175 MB: it is saved at most every
@@ -179,4 +183,4 @@ def train_psvae(config: dict[str, Any], data: dict[str, Any]) -> None:
                 extra={"best_epoch": summary.best_epoch, "status": summary.status},
                 provenance=config.get("provenance"),
             )
-        tune.report({**final_report(record), "done": True}, checkpoint=tune.Checkpoint.from_directory(d))
+        tune.report({**final_report(record), FINAL: True}, checkpoint=tune.Checkpoint.from_directory(d))

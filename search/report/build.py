@@ -48,7 +48,7 @@ from search.report.parts import (
     stage_values,
     trial_names,
 )
-from search.rundir import BUNDLE, EXPERIMENT, OPTUNA_JOURNAL, RunDir
+from search.rundir import BUNDLE, EXPERIMENT, FINAL, OPTUNA_JOURNAL, RunDir
 from search.status import last_reports
 
 REPORT_DIR = "report"
@@ -68,7 +68,7 @@ def running_note(run: Run, stage: str) -> str:
         trials = [last for last in reports.values() if (last or {}).get("config", {}).get("stage") == stage]
     else:
         trials = list(last_reports(str(run.path / stage)).values())
-    finished = sum(bool(last and last.get("done")) for last in trials)
+    finished = sum(bool(last and (last.get(FINAL) or last.get("done"))) for last in trials)
     return f"running: {len(trials)} trial(s) started, {finished} finished"
 
 

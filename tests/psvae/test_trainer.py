@@ -140,3 +140,25 @@ def test_calibrated_sigma_x_is_recorded_per_epoch_and_for_the_fit(data, sigma_x)
     assert m["val_mi_net"] == pytest.approx(m["val_mi"] - log_n)
     assert m["val_dwkl_net"] == pytest.approx(m["val_dwkl"] + 2 * log_n)
     assert all(isinstance(v, float) for v in m.values())  # flat scalars, as Tune reports them
+
+
+def test_a_fit_follows_its_thread_budget_once_its_precision_is_settled(data, monkeypatch):
+    monkeypatch.setattr("psvae.trainer.THREAD_CHECK_S", 0.0)  # look at every batch
+    before = torch.get_num_threads()
+    try:
+        trainer = Trainer(small_config(**{"train.epochs": 2, "train.num_threads": 1}), data)
+        precisions = []
+
+        def budget() -> int | None:
+            precisions.append(trainer._precision)  # what the fit had settled when it asked
+            return 2
+
+        trainer.thread_budget = budget
+        list(trainer.epochs())
+        assert trainer.threads == 2
+        assert precisions and None not in precisions  # never before the precision probe's answer
+        trainer.thread_budget = lambda: None  # no budget any more: the fit's own count
+        trainer.finish()
+        assert trainer.threads == 1
+    finally:
+        torch.set_num_threads(before)

@@ -1,7 +1,7 @@
-"""The staged plan without Ray: what it suggests, when it decides, what it reuses, how it widens
-a stage's last trials and how it takes up a restarted experiment. Trials "run" by being given a
-made-up outcome whose metrics a rule can decide on; the run directory, manifest and Parquet
-files are real."""
+"""The staged plan without Ray: what it suggests, when it decides, what it reuses and how it
+takes up a restarted experiment (a stage's last trials taking idle slots: test_threads.py).
+Trials "run" by being given a made-up outcome whose metrics a rule can decide on; the run
+directory, manifest and Parquet files are real."""
 
 from __future__ import annotations
 
@@ -9,31 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from search.rundir import Manifest, RunDir
-from search.scheduler import FINISHED, StagedSearch, TrialOutcome, fit_key, tail_shares
+from search.scheduler import FINISHED, StagedSearch, TrialOutcome, fit_key
 from search.spec import parse_spec
 from tests.conftest import SMALL_NET
-
-
-@pytest.mark.parametrize(
-    ("n", "slots", "shares"),
-    [
-        (3, 2, [1, 1, 2]),
-        (1, 2, [2]),
-        (4, 2, [1, 1, 1, 1]),
-        (5, 4, [1, 1, 1, 1, 4]),
-        (6, 4, [1, 1, 1, 1, 2, 2]),
-        (3, 4, [1, 1, 1]),
-        (2, 2, [1, 1]),
-        (3, 1, [1, 1, 1]),
-        (0, 2, []),
-    ],
-)
-def test_a_stages_last_trials_take_the_slots_that_would_idle(n: int, slots: int, shares: list[int]) -> None:
-    assert tail_shares(n, slots) == shares
-    assert sum(shares) % slots == 0 or n < slots  # whole waves (or fewer trials than slots)
 
 
 def test_the_thread_count_is_not_part_of_what_a_fit_is() -> None:
@@ -90,7 +69,6 @@ def test_the_plan_decides_each_stage_and_reuses_fits_an_earlier_stage_made(tmp_p
     assert manifest["stages"]["beta"]["reused"] == ["a1@beta"]
     assert [c["set"]["loss.beta"] for _, c in beta] == [5.0, 10.0]
     assert all(c["set"]["loss.alpha"] == 100.0 and c["hp"]["alpha"] == 100.0 for _, c in beta)
-    assert [c.get("resources") for _, c in beta] == [None, None]  # 2 fits on 2 slots: whole waves
     for (trial_id, config), corr in zip(beta, (0.4, 0.6), strict=True):
         finish(search, trial_id, config, corr=corr)
     assert search.suggest("x") == FINISHED
@@ -101,13 +79,6 @@ def test_the_plan_decides_each_stage_and_reuses_fits_an_earlier_stage_made(tmp_p
         rows["a1@beta"]["reused_from"] == "a1"
         and rows["a1@beta"]["checkpoint"] == "tune/a1/checkpoint_000002"
     )
-
-
-def test_a_stage_that_does_not_fill_its_slots_widens_its_last_trial(tmp_path, synthetic_file):
-    search = make_search(tmp_path, synthetic_file, [{"name": "seeds", "values": [0, 1, 2]}], slots=2)
-    trials = suggest_all(search, "s")
-    assert [c.get("resources") for _, c in trials] == [None, None, {"cpu": 2.0}]
-    assert [c["set"].get("train.num_threads", 1) for _, c in trials] == [1, 1, 2]  # recorded in its config
 
 
 def test_after_a_restart_the_plan_takes_up_the_trials_tune_restored(tmp_path, synthetic_file):
