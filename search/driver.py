@@ -676,7 +676,8 @@ def run_search(
             _RESERVE = Reserve(run.local)
             _RESERVE.take()
         watchers = [make(run) for make in observers]
-        if not ray.is_initialized():
+        own_ray = not ray.is_initialized()  # a Ray this call starts (or joins), it shuts down
+        if own_ray:
             dashboard = start_ray(address, spec.dashboard)
             if dashboard:
                 log(f"Ray dashboard: {dashboard}")
@@ -705,6 +706,8 @@ def run_search(
                 raise
             finally:
                 _ENGINE = None
+                if own_ray:  # the report's last rebuild, begun at the plan's end, runs meanwhile
+                    ray.shutdown()
                 for watcher in watchers:
                     watcher.close()
                 run.push(LOG)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -475,7 +474,7 @@ def test_report_on_a_folder_that_is_not_a_run_is_refused(
 
 
 def test_a_report_that_fails_only_logs_a_warning(demo_run: Path, tmp_path: Path) -> None:
-    """The refresher rebuilds the report in a child process; a failure there is one warning."""
+    """The refresher rebuilds the report in its worker process; a failure there is one warning."""
     run_dir = copy_run(demo_run, tmp_path / "broken", ("alpha",))
     (run_dir / "results" / "trials" / "stage-alpha" / "part-0.parquet").write_bytes(b"not parquet")
     messages: list[str] = []
@@ -485,24 +484,37 @@ def test_a_report_that_fails_only_logs_a_warning(demo_run: Path, tmp_path: Path)
     assert "was not refreshed" in messages[0] and not (run_dir / "report").exists()
 
 
-def test_the_last_rebuild_stops_one_still_running_and_leaves_no_staged_folder(
+def test_the_last_rebuild_cancels_one_still_running_and_leaves_no_staged_folder(
     demo_run: Path, tmp_path: Path
 ) -> None:
-    """At the search's end a rebuild begun before it is stopped (SIGINT to our own child), not
+    """At the search's end a rebuild begun before it is cancelled (SIGINT to our own worker), not
     waited for; its staged folder goes with it, and the last rebuild writes the report whole."""
     run_dir = copy_run(demo_run, tmp_path / "ending", ("alpha",))
     messages: list[str] = []
     refresher = ReportRefresher(RunDir(run_dir, str(run_dir), run_dir.name), messages.append, every_s=3600)
     refresher.request()
-    wait_for(lambda: refresher._proc is not None, 30, "a rebuild to start")
-    stale = refresher._proc
-    assert stale is not None and stale.poll() is None
+    wait_for(lambda: "building" in refresher.answers, 60, "a rebuild to begin")
+    worker = refresher._worker
     refresher.close()
-    # interrupted by us: in psvae's main (exit code 130) or while Python still starts (-SIGINT)
-    assert stale.returncode in (130, -signal.SIGINT), stale.returncode
-    assert messages == [], messages
+    assert refresher.answers == ["building", "cancelled", "building", "ok"], refresher.answers
+    assert worker is not None and worker.returncode == 0 and messages == [], messages
     assert (run_dir / "report" / "index.html").is_file()
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".report")]
+
+
+def test_one_worker_process_makes_every_rebuild_of_a_search(demo_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(demo_run, tmp_path / "again", ("alpha",))
+    refresher = ReportRefresher(RunDir(run_dir, str(run_dir), run_dir.name), every_s=3600)
+    pids = []
+    for n in (1, 2):
+        refresher.request()
+        wait_for(lambda n=n: refresher.answers.count("ok") == n, 120, "a rebuild")
+        assert refresher._worker is not None
+        pids.append(refresher._worker.pid)
+        (run_dir / "report" / "index.html").unlink()  # ours: the report it wrote
+    refresher.close()
+    assert len(set(pids)) == 1 and refresher.answers == ["building", "ok"] * 3
+    assert (run_dir / "report" / "index.html").is_file()
 
 
 def test_png_images_decode_as_written() -> None:
