@@ -16,10 +16,13 @@ load falls on all of them alike:
 
 The overhead is the search's wall time over the ideal, minus one, where the ideal is the direct
 fits' summed wall time divided by the concurrency (as if no slot ever waited). Wall time and
-CPU seconds (user + system of every process, Ray's included) are both shown, as the median over
-rounds. Then it prints where the search's remaining time went, from its own log and results:
-before the first trial (Ray's start, reading the data), each stage against its trials' own
-time, and the waits at stage ends.
+CPU seconds (user + system of every process a command started, Ray's included: the process tree
+is sampled while it runs) are both shown, as the median over rounds; CPU seconds do not depend
+on how busy the machine was. Each command starts with no precision probe's answer cached (the
+first fits of each probe). Then it prints where the search's remaining time went, from its own
+log and results: the driver's start, before the first trial (Ray's start, reading the data),
+each stage against its trials' own time, and the end (the report's last rebuild, Ray's
+shutdown).
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,14 +60,59 @@ def child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the command and everything it started and waited for)."""
-    cpu, start = child_cpu(), time.perf_counter()
-    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+class TreeCPU:
+    """CPU seconds (user + system) of a process and of every process it starts, Ray's included,
+    sampled every ``every`` seconds while it runs: a process that ends between two samples loses
+    at most its last ``every`` seconds, one shorter than that may be missed (Ray's processes
+    live for the whole command)."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.seen: dict[tuple[int, float], float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in processes:
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        self.seen[(p.pid, p.create_time())] = t.user + t.system
+                except psutil.Error:
+                    pass  # ended since the listing
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return sum(self.seen.values())
+
+
+def no_probe_cached(home: str) -> None:
+    """Every command starts as the first of the day: no precision probe's answer kept."""
+    (Path(home) / ".cache" / "psvae" / "precision.json").unlink(missing_ok=True)  # ours: the bench's HOME
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, datetime]:
+    """(wall seconds, CPU seconds of the command and every process it started, when it began)."""
+    no_probe_cached(env["HOME"])
+    began, start = datetime.now(UTC), time.perf_counter()
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    cpu = TreeCPU(proc.pid)
+    _, err = proc.communicate()
     wall = time.perf_counter() - start
+    cpu_s = cpu.stop()
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    return wall, child_cpu() - cpu
+        sys.exit(f"{' '.join(command)} failed:\n{err[-3000:]}")
+    return wall, cpu_s, began
 
 
 def _fit(args: tuple[str, str]) -> float:
@@ -84,8 +134,9 @@ def _fit(args: tuple[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def direct(configs: list[str], data: str, workers: int) -> tuple[float, float, list[float]]:
+def direct(configs: list[str], data: str, workers: int, home: str) -> tuple[float, float, list[float]]:
     """The fits in ``workers`` processes: (wall, CPU seconds, each fit's own wall seconds)."""
+    no_probe_cached(home)
     cpu_before = child_cpu()
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -111,15 +162,18 @@ def log_times(run: Path) -> dict[str, datetime]:
     return out
 
 
-def breakdown(run: Path, wall: float, concurrency: int) -> list[str]:
+def breakdown(run: Path, wall: float, began: datetime, concurrency: int) -> list[str]:
     manifest = json.loads((run / "manifest.json").read_text())
     trials = pd.read_parquet(run / "results" / "trials")
     ran = trials[trials.reused_from.isna()]
     times = log_times(run)
     first = times.get("first trial") or times[f"{manifest['spec']['stages'][0]['name']} begins"]
+    last = times[f"{manifest['spec']['stages'][-1]['name']} chose"]
     lines = [
+        f"  the driver's start (Python, imports, the spec's checks; to its first log line, "
+        f"1-s log stamps): {(times['start'] - began).total_seconds():5.1f} s",
         f"  before the first stage's trials (Ray's start, the dashboard, reading the data): "
-        f"{(first - times['start']).total_seconds():5.1f} s"
+        f"{(first - times['start']).total_seconds():5.1f} s",
     ]
     for stage in manifest["spec"]["stages"]:
         name = stage["name"]
@@ -131,8 +185,8 @@ def breakdown(run: Path, wall: float, concurrency: int) -> list[str]:
             f"  stage {name:<6} {record['seconds']:5.1f} s; its {len(own)} fits' own time / {concurrency} = "
             f"{own.sum() / concurrency:5.1f} s (longest {own.max():.1f} s){note}"
         )
-    in_stages = sum(manifest["stages"][s["name"]]["seconds"] for s in manifest["spec"]["stages"])
-    lines.append(f"  the rest (driver start and end, decisions, writing results): {wall - in_stages:5.1f} s")
+    ended = (began - last).total_seconds() + wall
+    lines.append(f"  after the last decision (the report's last rebuild, Ray's shutdown): {ended:5.1f} s")
     return lines
 
 
@@ -172,6 +226,7 @@ def main() -> None:
                 "previous": [],
             }
             runs: list[Path] = []
+            last_began = datetime.now(UTC)
             configs: list[str] = []
             concurrency = 1
             kinds = ["search", "direct", "previous"] if baseline else ["search", "direct"]
@@ -193,7 +248,9 @@ def main() -> None:
                             "--storage",
                             str(root / "runs"),
                         ]
-                        results["search"].append(timed(cmd, env, REPO))
+                        wall, cpu, began = timed(cmd, env, REPO)
+                        results["search"].append((wall, cpu))
+                        last_began = began
                         runs.append(root / "runs" / run_id)
                         if not configs:
                             trials = pd.read_parquet(runs[-1] / "results" / "trials")
@@ -202,7 +259,7 @@ def main() -> None:
                             concurrency = max(1, (os.cpu_count() or 1) // threads)
                             print(f"the search ran {len(configs)} fits for {len(trials)} trials")
                     elif what == "direct":
-                        wall, cpu, seconds_each = direct(configs, str(data), concurrency)
+                        wall, cpu, seconds_each = direct(configs, str(data), concurrency, env["HOME"])
                         results["direct"].append((wall, cpu))
                         results["ideal"].append((sum(seconds_each) / concurrency, 0.0))
                     elif baseline is not None:
@@ -218,7 +275,8 @@ def main() -> None:
                             "--storage",
                             str(root / "old-runs"),
                         ]
-                        results["previous"].append(timed(cmd, {**env, "PYTHONPATH": str(baseline)}, baseline))
+                        wall, cpu, _ = timed(cmd, {**env, "PYTHONPATH": str(baseline)}, baseline)
+                        results["previous"].append((wall, cpu))
                 print(f"round {r + 1}/{args.rounds} done", flush=True)
 
             def median(name: str, i: int) -> float:
@@ -252,7 +310,7 @@ def main() -> None:
                     f"(per round: {', '.join(f'{x - 1:+.0%}' for x in ratios)}; target <= -25%)"
                 )
             print("where this driver's time went (its last round):")
-            for line in breakdown(runs[-1], results["search"][-1][0], concurrency):
+            for line in breakdown(runs[-1], results["search"][-1][0], last_began, concurrency):
                 print(line)
         finally:
             if baseline is not None:  # the checkout this script made in its own temporary folder

@@ -14,6 +14,7 @@ in by the caller; the driver imports neither.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -216,7 +217,7 @@ class RunLog:
     def __call__(self, line: str) -> None:
         self.show(line)
         with open(self.path, "a") as f:
-            f.write(f"{now()} {line}\n")
+            f.write(f"{dt.datetime.now(dt.UTC).isoformat(timespec='milliseconds')} {line}\n")
 
 
 # -- Tune -------------------------------------------------------------------------------------
