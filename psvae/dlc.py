@@ -43,8 +43,8 @@ import numpy as np
 
 from psvae.errors import DataError, UserError
 from psvae.files import atomic_path
-from psvae.model import MIN_FRAME_SIZE
 from psvae.paths import missing_reason
+from psvae.thresholds import MIN_FRAME_SIZE
 
 WRITTEN_BY = "psvae import"
 LEVELS = ("scorer", "individuals", "bodyparts", "coords")  # DeepLabCut's header rows, in order

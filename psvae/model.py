@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from psvae.config import ModelConfig
 from psvae.family import FAMILY
+from psvae.thresholds import MIN_FRAME_SIZE
 
 LEAK = 0.05
-MIN_FRAME_SIZE = 32  # the four stride-2 layers leave at least 2x2 pixels for the last one
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def fit_config_and_notes(
     """:func:`load_fit_config` and the notes of what was adjusted (a shortened schedule's
     anneal epochs), for the command to print."""
     from psvae.config import FitConfig, read_config_file
-    from psvae.data import label_count
+    from psvae.datafiles import label_count
 
     count = (lambda: label_count(data[0])) if data else None
     layers: list[tuple[str, Any]] = []
@@ -169,7 +169,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from psvae.data import frame_shape_of, read_labels, read_trials
+    from psvae.datafiles import frame_shape_of, read_labels, read_trials
     from psvae.export import load_model
     from psvae.files import atomic_path
     from results_schema import latents_schema

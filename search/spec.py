@@ -439,7 +439,7 @@ def parse_spec(
     from psvae import paths as input_paths
 
     paths = tuple(str(input_paths.resolve(base_dir / p, DataError)) for p in data)
-    from psvae.data import frame_shape_of
+    from psvae.datafiles import frame_shape_of
 
     for p in paths:  # a missing or malformed file fails here, before Ray starts
         frame_shape_of(p)

@@ -101,3 +101,20 @@ def test_commands_that_only_read_a_run_do_not_import_torch(tmp_path):
     assert imports_torch("status") == (2, False)
     assert imports_torch("status", str(run)) == (2, False)
     assert imports_torch("resume", str(run)) == (2, False)
+
+
+def test_a_search_refused_before_it_starts_does_not_import_torch(tmp_path, synthetic_file):
+    """The spec's checks read the session files through psvae.datafiles, without PyTorch: a
+    search refused before it starts answers in a fraction of a second (it took about 4 s)."""
+    from tests.conftest import imports_torch
+
+    config = tmp_path / "search.yaml"
+    config.write_text(f"data: [{synthetic_file}]\nfit: {{train.epochs: 2, loss.anneal_epochs: 1}}\n")
+    mine = tmp_path / "runs" / "thesis"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("a folder of the user's")
+    search = ("search", "--config", str(config), "--storage", str(tmp_path / "runs"))
+    assert imports_torch(*search, "--run-id", "thesis") == (2, False)  # not a search run
+    config.write_text("data: [missing.h5]\n")
+    assert imports_torch(*search, "--run-id", "r2") == (2, False)  # no such file
+    assert not (tmp_path / "runs" / "r2").exists()
