@@ -17,6 +17,7 @@ saying why, never a failed report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -442,7 +443,9 @@ def _score_all(
     run: Run, data: Path, factors: Path, selected_model: Any, loaded: dict[str, Any]
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(the ground truth, the chosen model's scores, the PCA floor's, each candidate fit's),
-    from :data:`SCORES_CACHE` where they were computed before."""
+    from :data:`SCORES_CACHE` where they were computed before. Without a ``selected_model``
+    (the search still runs): the candidates so far and the PCA floor of their layout, into the
+    cache, with None for the chosen model's and the floor's."""
     from psvae.scores import pca_baseline, read_ground_truth, score_fitted
 
     files = f"{_file_key(data)}|{_file_key(factors)}"
@@ -452,12 +455,18 @@ def _score_all(
     def scored(model: Any, checkpoint: Any) -> Any:
         return _cached_scores(run, f"model|{checkpoint}|{files}", lambda: score_fitted(model, truth, data))
 
-    chosen = scored(selected_model, run.manifest["selected"].get("checkpoint"))
-    net = selected_model.network
-    layout = (net.n_supervised, net.n_background, net.n_unsupervised)
-    pca = _cached_scores(run, f"pca|{layout}|{files}", lambda: pca_baseline(truth, *layout))
+    def floor(model: Any) -> Any:
+        net = model.network
+        layout = (net.n_supervised, net.n_background, net.n_unsupervised)
+        return _cached_scores(run, f"pca|{layout}|{files}", lambda: pca_baseline(truth, *layout))
+
     others = {fit: scored(model, checkpoints.get(fit)) for fit, (model, _) in loaded.items()}
-    return truth, chosen, pca, others
+    if selected_model is None:
+        for model, _ in loaded.values():
+            floor(model)
+        return truth, None, None, others
+    chosen = scored(selected_model, run.manifest["selected"].get("checkpoint"))
+    return truth, chosen, floor(selected_model), others
 
 
 def scores_section(
@@ -475,8 +484,19 @@ def scores_section(
             "scores", title, DONE, '<p class="muted">None: the data has no factors file beside it.</p>'
         )
     if not run.manifest.get("selected"):
+        # the candidates that have ended are scored now, in the background rebuilds of a running
+        # search (a few seconds a model): the last rebuild, which the search waits for, finds them
+        # in the cache. A failure here is for the last rebuild to show.
+        done = 0
+        for data, factors in with_factors:
+            with contextlib.suppress(UserError, OSError, KeyError, ValueError):
+                done = max(done, len(_score_all(run, data, factors, None, loaded)[3]))
+        so_far = f" ({done} candidate fit(s) scored so far)" if done else ""
         return Section(
-            "scores", title, PENDING, '<p class="muted">Pending: scored once a model is selected.</p>'
+            "scores",
+            title,
+            PENDING,
+            f'<p class="muted">Pending: scored once a model is selected{so_far}.</p>',
         )
     if selected_model is None:
         return Section(

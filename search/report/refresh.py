@@ -73,6 +73,10 @@ class ReportRefresher:
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=lambda: os.nice(NICE),
+            # one thread: the report's own computing is small (a few frames decoded), and
+            # OpenMP threads on CPUs the trials or Ray's shutdown hold spin instead of working
+            # (the last rebuild took about 6 CPU-seconds so, against 1.7 alone)
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         assert worker.stdout is not None
         self._worker = worker

@@ -13,6 +13,7 @@ its own start included, is ignored: it cancels a build only.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -59,4 +60,8 @@ def serve(run_dir: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m search.report.worker RUN_DIR")
-    sys.exit(serve(sys.argv[1]))
+    code = serve(sys.argv[1])
+    sys.stdout.flush()
+    # its answers are out and the report written whole: the interpreter's teardown (about 1 s
+    # with PyTorch and Plotly loaded) would only keep the search waiting for this process
+    os._exit(code)
