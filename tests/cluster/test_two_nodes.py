@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from cluster.local import head as local_head
+from search.rundir import FINAL
 from tests.conftest import SMALL_NET, env_for, psvae, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -190,7 +191,7 @@ def test_a_search_across_two_nodes_survives_losing_one(
         # a trial has run a few epochs on the second node: kill the node under it
         def on_worker() -> str | None:
             for folder, lines in reports(run_dir).items():
-                if len(lines) >= 3 and lines[-1].get("node_ip") == WORKER_IP and not lines[-1].get("done"):
+                if len(lines) >= 3 and lines[-1].get("node_ip") == WORKER_IP and not lines[-1].get(FINAL):
                     return folder
             return None
 
@@ -213,7 +214,7 @@ def test_a_search_across_two_nodes_survives_losing_one(
     nodes_used = {line.get("node_ip") for lines in seen.values() for line in lines}
     assert nodes_used == {"127.0.0.1", WORKER_IP}  # both nodes took trials
     retried = seen[victim]
-    assert retried[-1]["done"] and retried[-1]["node_ip"] == "127.0.0.1"  # finished on the head
+    assert retried[-1].get(FINAL) and retried[-1]["node_ip"] == "127.0.0.1"  # finished on the head
     assert any(r["iterations_since_restore"] < r["training_iteration"] for r in retried)  # restored
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["stages"]["alpha"]["status"] == "done"

@@ -27,6 +27,7 @@ import yaml
 
 from cluster.local.head import alive, descendants
 from results_schema import epochs_schema, trials_schema
+from search.rundir import FINAL
 from tests.conftest import SMALL_NET, env_for, psvae, trial_folders, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -317,7 +318,7 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, synthetic_file,
 
     trials, _epochs = check_results(run_dir, n_epochs=n_epochs)
     assert trials.status.tolist() == ["completed"]
-    reported = [r["epoch"] for r in reports() if "epoch" in r and not r.get("done")]
+    reported = [r["epoch"] for r in reports() if "epoch" in r and not r.get(FINAL)]
     rerun = len(reported) - len(set(reported))
     # it went on from its last checkpoint: at most the epoch in flight (and one more while the
     # kill was noticed) ran twice, not the whole fit
