@@ -8,6 +8,7 @@ through this module, and only the driver adds Tune to it.
       report/           the HTML report
       search.log        what the driver printed
       optuna.journal    the Optuna studies of the optuna stages
+      threads.json      while trials run: the threads a stage's last trials may use (search/threads.py)
       inputs/           the demo's built-in data and config
       export/           the selected model (``psvae export`` / the demo)
       .driver.lock      held (flock) by the one driver running the run; the kernel drops it
