@@ -492,6 +492,7 @@ ALSO_NOT_A_COLUMN: dict[str, set[str]] = {
     "report/evidence.py": {"checkpoint", "error", "status"},  # the manifest; the HTML class "error"
     "report/page.py": {"note"},  # the HTML class
     "report/parts.py": {"alpha", "beta"},  # STAGE_TITLES: stage names
+    "report/worker.py": {"error"},  # the worker's answer to a rebuild that failed
     "rundir.py": {"checkpoint", "error", "run_id", "seconds", "stage", "status", "trial_id"},  # manifest
     "scheduler.py": {"alpha", "beta", "msp_alpha", "stage", "trial_id", "checkpoint"},  # stages, decision
     "spec.py": {"alpha", "beta", "delta", "msp_alpha", "n_unsupervised", "sigma_x"},  # stage names
