@@ -196,6 +196,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the three runs (default 2)")
     parser.add_argument("--baseline", default=PREVIOUS_DRIVER, help="the previous driver's git revision")
     parser.add_argument("--no-baseline", action="store_true", help="skip the previous driver")
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="this driver without Ray's dashboard (dashboard: false), as the previous driver ran: "
+        "the drivers compared like for like (the default starts it, as a search does)",
+    )
     args = parser.parse_args()
     fit = copy.deepcopy(demo.QUICK["fit"])
     if args.epochs:
@@ -204,7 +210,10 @@ def main() -> None:
         root = Path(tmp)
         data = synthetic.write(root / "quick.h5", synthetic.SyntheticSpec(n_trials=demo.QUICK["trials"]))
         config = root / "search.yaml"
-        config.write_text(yaml.safe_dump({"data": [str(data)], "fit": fit, "stages": demo.QUICK["stages"]}))
+        search = {"data": [str(data)], "fit": fit, "stages": demo.QUICK["stages"]}
+        if args.no_dashboard:
+            search["dashboard"] = False
+        config.write_text(yaml.safe_dump(search))
         # the previous driver's rules had no collapse screen, nor its parameter: its stages
         # without it (the same values, the same decisions' inputs)
         old_stages = [{k: v for k, v in s.items() if k != "rule_params"} for s in demo.QUICK["stages"]]
@@ -283,7 +292,11 @@ def main() -> None:
                 return statistics.median(v[i] for v in results[name])
 
             epochs = fit["train"]["epochs"]
-            print(f"\nquick staged search, {epochs} epochs a fit, {args.rounds} rounds (medians):")
+            dashboard = "without" if args.no_dashboard else "with"
+            print(
+                f"\nquick staged search, {epochs} epochs a fit, {args.rounds} rounds (medians); this driver "
+                f"{dashboard} Ray's dashboard, the previous one without:"
+            )
             print(f"  {'':<34} {'wall s':>8} {'CPU s':>8}")
             print(f"  {'search (this driver)':<34} {median('search', 0):8.1f} {median('search', 1):8.1f}")
             print(
