@@ -16,7 +16,12 @@ Then ``train.precision``: float32, bf16 autocast and ``auto`` (the default: a pr
 start picks one, psvae.runtime.resolve_precision) side by side, per wall second and per
 CPU-second of this process, first with the machine as it is and then with ``--busy`` other
 processes (default 2) training a convolution on one thread each, as other trials of a search
-would. ``auto``'s figures include its probe. ``--precision-only`` skips the rest.
+would. ``--rounds`` rounds (default 3), the three in a rotated order each round, medians shown:
+one short run each is too noisy under load to rank them. Every ``auto`` run probes anew (no
+answer cached, on disk or in the process), under the load of the moment; its figure is shown
+with its probe counted (a short run's worst case: the probe is paid once an hour per machine
+and network, and a real fit runs hundreds of epochs after it) and without.
+``--precision-only`` skips the rest.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -143,34 +150,74 @@ def busy(n: int) -> Iterator[None]:
             proc.wait()
 
 
-def precision_rates(data: FrameData, epochs: int, precision: str) -> tuple[float, float, str]:
-    """(training frames per wall second, per CPU-second of this process, the precision used)
-    of psvae's Trainer at ``precision``; for ``auto`` its probe counts in both."""
+PRECISIONS = ("float32", "bf16", "auto")
+
+
+def precision_rates(data: FrameData, epochs: int, precision: str) -> dict[str, Any]:
+    """Training frames per wall second and per CPU-second of this process of psvae's Trainer at
+    ``precision``, its probe counted (``*_probe``) and not, the probe's CPU seconds, and the
+    precision used. ``auto`` probes anew, under the load of the moment."""
     cfg = FitConfig.from_mapping(
         {"train.epochs": epochs + 1, "loss.anneal_epochs": 1, "train.precision": precision}
     )
-    runtime._CHOSEN.clear()  # auto probes anew, under the load of the moment
+    runtime._CHOSEN.clear()
+    runtime.precision_cache_path().unlink(missing_ok=True)  # ours: this run's own cache folder
     trainer = Trainer(cfg, data)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    used = trainer.precision  # auto: the probe, here
+    probe_wall, probe_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     n_train = 0
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         trainer.run_epoch()
         n_train += (data.n_frames("train") // cfg.train.batch_size) * cfg.train.batch_size
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return n_train / wall, n_train / cpu, trainer.precision
+    return {
+        "wall": n_train / wall,
+        "cpu": n_train / cpu,
+        "wall_probe": n_train / (wall + probe_wall),
+        "cpu_probe": n_train / (cpu + probe_cpu),
+        "probe_cpu_s": probe_cpu,
+        "used": used,
+    }
 
 
-def precision_table(datasets: dict[int, FrameData], epochs: int, n_busy: int) -> None:
+def print_precisions(size: int, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Medians of one frame size's rounds, and auto over float32 per CPU-second."""
+
+    def med(p: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[p])
+
+    for p in PRECISIONS:
+        line = f"  {size}x{size} {p:<8} {med(p, 'wall'):7.1f} frames/s  {med(p, 'cpu'):7.1f} frames/CPU-s"
+        if p == "auto":
+            picked = "/".join(sorted({run["used"] for run in runs[p]}))
+            probe = med(p, "probe_cpu_s")
+            line += (
+                f" after its probe (picked {picked}), {med(p, 'cpu_probe'):.1f} with it ({probe:.1f} CPU-s)"
+            )
+        print(line)
+    pairs = list(zip(runs["auto"], runs["float32"], strict=True))
+    ratios = [a["cpu"] / f["cpu"] for a, f in pairs]
+    with_probe = statistics.median(a["cpu_probe"] / f["cpu"] for a, f in pairs)
+    each = ", ".join(f"{x:.2f}" for x in ratios)
+    print(
+        f"  {size}x{size} auto / float32 per CPU-second: {statistics.median(ratios):.2f} ({each}); "
+        f"its probe counted: {with_probe:.2f}"
+    )
+
+
+def precision_table(datasets: dict[int, FrameData], epochs: int, n_busy: int, rounds: int) -> None:
     for label, load in (("as it is", 0), (f"{n_busy} busy processes", n_busy)):
         with busy(load):
-            print(f"\nprecision, machine {label} (load average {os.getloadavg()[0]:.1f} at the start)")
+            start = os.getloadavg()[0]
+            print(f"\nprecision, machine {label} (load average {start:.1f} at the start), {rounds} rounds")
             for size, data in datasets.items():
-                rates = {p: precision_rates(data, epochs, p) for p in ("float32", "bf16", "auto")}
-                for p, (wall, cpu, used) in rates.items():
-                    note = f" (picked {used})" if p == "auto" else ""
-                    print(f"  {size}x{size} {p:<8} {wall:7.1f} frames/s  {cpu:7.1f} frames/CPU-s{note}")
-                ratio = rates["auto"][1] / rates["float32"][1]
-                print(f"  {size}x{size} auto / float32 per CPU-second: {ratio:.2f}")
+                runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PRECISIONS}
+                for r in range(rounds):  # the order rotated, so a drift in load is shared out
+                    for p in PRECISIONS[r % 3 :] + PRECISIONS[: r % 3]:
+                        runs[p].append(precision_rates(data, epochs, p))
+                print_precisions(size, runs)
 
 
 def main() -> None:
@@ -180,6 +227,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--busy", type=int, default=2, help="busy processes for the second precision table")
     parser.add_argument("--precision-only", action="store_true", help="only the precision tables")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the precision tables")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 128, default network")
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +251,7 @@ def main() -> None:
                     print(f"  {name:<31} {rate:7.1f} frames/s: {rate / plain:.2f}x the plain loop{vs_ref}")
                 print(f"  end-of-fit metrics (per fit): {finish:.1f} s float32, {finish_bf16:.1f} s bf16")
             print(f"\npeak resident memory of `psvae fit` on the built-in data: {rss:.0f} MiB")
-        precision_table(datasets, args.epochs, args.busy)
+        precision_table(datasets, args.epochs, args.busy, args.rounds)
 
 
 if __name__ == "__main__":
