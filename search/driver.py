@@ -611,11 +611,12 @@ ObserverFactory = Callable[[RunDir], Observer]
 
 def _slots(spec: SearchSpec, local: bool) -> int:
     """How many CPU-only trials a Ray this driver started (``local``) runs at once: the slots a
-    stage's last trials share as threads (``search/threads.py``). 1 for GPU trials and on a
-    cluster, where the idle CPUs may be another node's or another job's."""
+    stage's last trials share as threads (``search/threads.py``). 1 for GPU trials, on a
+    cluster, where the idle CPUs may be another node's or another job's, and where the search
+    config says ``share_idle_cpus: false``."""
     import ray
 
-    if spec.resources.gpus_per_trial or not local:
+    if spec.resources.gpus_per_trial or not local or not spec.resources.share_idle_cpus:
         return 1
     slots = int(ray.cluster_resources().get("CPU", 0) // spec.resources.cpus_per_trial)
     if spec.resources.max_concurrent:

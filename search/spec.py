@@ -4,7 +4,7 @@
     fit: {train: {epochs: 50}}     # applied to every trial (nested or dotted keys)
     alpha: null                    # a number fixes alpha by hand and skips the alpha stage
     beta: null                     # likewise for beta
-    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 0}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 0, share_idle_cpus: true}
     max_failures: 2                # retries of a trial whose worker dies
     checkpoint_every_s: 60         # least time between two checkpoints of a trial (0: every epoch)
     stages:                        # default: the guide's alpha -> beta -> seeds
@@ -75,7 +75,7 @@ STAGE_KEYS = {
     "rule_params",
     "delta",
 }
-RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent"}
+RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "share_idle_cpus"}
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,10 @@ class Resources:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int = 0  # 0: as many as the resources allow
+    # a stage's last trials take the CPUs its ended ones left, as threads, from when they do
+    # (search/threads.py); false: every fit keeps its own thread count, start to end, so a fit's
+    # numbers do not depend on when its fellows ended (threads change their last digits)
+    share_idle_cpus: bool = True
 
 
 @dataclass(frozen=True)
@@ -508,6 +512,9 @@ def parse_spec(
     max_conc = res_raw.get("max_concurrent", 0)
     if isinstance(max_conc, bool) or not isinstance(max_conc, int) or max_conc < 0:
         raise ConfigError(f"{source}: resources.max_concurrent = {max_conc!r}: expected an integer >= 0")
+    share_idle = res_raw.get("share_idle_cpus", True)
+    if not isinstance(share_idle, bool):
+        raise ConfigError(f"{source}: resources.share_idle_cpus = {share_idle!r}: expected true or false")
     max_failures = raw.get("max_failures", 2)
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
         raise ConfigError(f"{source}: max_failures = {max_failures!r}: expected an integer >= 0")
@@ -523,7 +530,7 @@ def parse_spec(
         stages=tuple(stages),
         alpha=fixed["alpha"],
         beta=fixed["beta"],
-        resources=Resources(cpus, gpus, max_conc),
+        resources=Resources(cpus, gpus, max_conc, share_idle),
         max_failures=max_failures,
         checkpoint_every_s=every_s,
         reuse_fits=reuse_fits,

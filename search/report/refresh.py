@@ -55,7 +55,12 @@ class ReportRefresher:
         self._last = time.monotonic()
         for _ in range(2):  # a worker that has died is started again, once
             if self._worker is None or self._worker.poll() is not None:
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as err:  # no worker (no memory, no process left): one warning
+                    self._worker = None
+                    self._warn(f"the report worker could not start ({err})")
+                    return
             assert self._worker is not None and self._worker.stdin is not None
             try:
                 self._worker.stdin.write(f"{BUILD}\n")

@@ -502,6 +502,18 @@ def test_the_last_rebuild_cancels_one_still_running_and_leaves_no_staged_folder(
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".report")]
 
 
+def test_a_report_worker_that_cannot_start_is_one_warning(
+    demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = copy_run(demo_run, tmp_path / "nostart", ("alpha",))
+    monkeypatch.setattr("search.report.refresh.sys.executable", str(tmp_path / "no-such-python"))
+    messages: list[str] = []
+    refresher = ReportRefresher(RunDir(run_dir, str(run_dir), run_dir.name), messages.append, every_s=3600)
+    refresher.close()  # the search ends as it would: no traceback
+    assert len(messages) == 1 and "the report worker could not start" in messages[0], messages
+    assert not (run_dir / "report").exists()
+
+
 def test_one_worker_process_makes_every_rebuild_of_a_search(demo_run: Path, tmp_path: Path) -> None:
     run_dir = copy_run(demo_run, tmp_path / "again", ("alpha",))
     refresher = ReportRefresher(RunDir(run_dir, str(run_dir), run_dir.name), every_s=3600)

@@ -94,6 +94,10 @@ BAD = {
         {"resources": {"gpus_per_trial": 0.3}},
         r"gpus_per_trial = 0\.3: a fraction must divide 1",
     ),
+    "share_idle_cpus not a boolean": (
+        {"resources": {"share_idle_cpus": "yes"}},
+        r"resources\.share_idle_cpus = 'yes': expected true or false",
+    ),
 }
 
 

@@ -108,3 +108,15 @@ def test_one_slot_or_a_cluster_writes_no_hints_and_a_new_driver_clears_old_ones(
 
     StagedSearch(search.spec, search.run, search.run.read(), log=lambda line: None, slots=2)
     assert json.loads(path.read_text()) == {}
+
+
+def test_share_idle_cpus_false_keeps_every_fit_on_its_own_threads(tmp_path, synthetic_file):
+    """The switch for repeatable numbers: the plan gets one slot, so it never writes hints (and
+    the driver decides that before asking Ray anything)."""
+    from search.driver import _slots
+    from search.spec import parse_spec
+
+    raw = {"data": [str(synthetic_file)], "resources": {"share_idle_cpus": False}}
+    spec = parse_spec(raw, "search.yaml", tmp_path)
+    assert spec.resources.share_idle_cpus is False and _slots(spec, local=True) == 1
+    assert parse_spec({"data": [str(synthetic_file)]}, "s.yaml", tmp_path).resources.share_idle_cpus
